@@ -1,0 +1,3 @@
+"""transferlab: compare feature extraction, fine-tuning and LoRA on pretrained vision models."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+"""Lightning callbacks of our own (the rest come from Lightning and are set in configs/callbacks)."""
+
+from transferlab.callbacks.run_stats import RunStats
+
+__all__ = ["RunStats"]

@@ -1,0 +1,87 @@
+"""Measure what a comparison needs: fit time, training throughput and peak memory."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import torch
+from lightning import Callback
+
+
+def current_rss_mb() -> float:
+    """Resident memory of this process in MiB (Linux /proc; 0 where unavailable)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    import os
+
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class _PeakSampler(threading.Thread):
+    """Samples RSS every few milliseconds: CPU runs have no allocator counter like CUDA's."""
+
+    def __init__(self, interval: float = 0.02):
+        super().__init__(daemon=True)
+        self.interval, self.peak, self._stop_event = interval, current_rss_mb(), threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.interval):
+            self.peak = max(self.peak, current_rss_mb())
+
+    def stop(self) -> float:
+        self._stop_event.set()
+        self.join()
+        return max(self.peak, current_rss_mb())
+
+
+class RunStats(Callback):
+    """Records ``time/fit_s``, ``throughput/train_samples_per_s`` and ``memory/peak_mb`` into ``self.stats``.
+
+    Throughput counts only time spent inside training batches (forward, backward, step), so it
+    compares strategies rather than validation or caching. Peak memory is CUDA's max allocated
+    on GPU, and peak resident memory (sampled) on CPU.
+    """
+
+    def __init__(self):
+        self.stats: dict[str, float] = {}
+        self._samples = 0
+        self._train_time = 0.0
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._fit_start = time.perf_counter()
+        self._samples, self._train_time = 0, 0.0
+        self._cuda = pl_module.device.type == "cuda"
+        if self._cuda:
+            torch.cuda.reset_peak_memory_stats(pl_module.device)
+            self._sampler = None
+        else:
+            self._sampler = _PeakSampler()
+            self._sampler.start()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._cuda:
+            torch.cuda.synchronize(pl_module.device)
+        self._batch_start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._cuda:
+            torch.cuda.synchronize(pl_module.device)
+        self._train_time += time.perf_counter() - self._batch_start
+        self._samples += len(batch[1]) * trainer.world_size
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        peak = torch.cuda.max_memory_allocated(pl_module.device) / 2**20 if self._cuda else self._sampler.stop()
+        self.stats = {
+            "time/fit_s": time.perf_counter() - self._fit_start,
+            "time/train_s": self._train_time,
+            "throughput/train_samples_per_s": self._samples / self._train_time if self._train_time else 0.0,
+            "memory/peak_mb": peak,
+        }
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        if getattr(self, "_sampler", None) is not None and self._sampler.is_alive():
+            self._sampler.stop()

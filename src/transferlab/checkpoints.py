@@ -1,0 +1,62 @@
+"""Reading transferlab checkpoints safely and rebuilding the run that wrote them."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from transferlab.build import build_datamodule, build_module
+from transferlab.utils.errors import TransferlabError
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint with ``weights_only=True`` (no pickled code runs), or fail with a clear message."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise TransferlabError(f"ckpt_path={path} does not exist. Point it at a .ckpt in a run's checkpoints/ folder.")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise TransferlabError(
+            f"{path} needs arbitrary code to unpickle, which transferlab refuses. Use a checkpoint transferlab wrote."
+        ) from e
+    except Exception as e:
+        raise TransferlabError(
+            f"Checkpoint {path} is corrupt or truncated ({type(e).__name__}). Use another checkpoint, e.g. last.ckpt."
+        ) from e
+    if (
+        not isinstance(checkpoint, dict)
+        or "transferlab" not in checkpoint
+        or not checkpoint["transferlab"].get("config")
+    ):
+        raise TransferlabError(
+            f"{path} is not a transferlab checkpoint (no run config inside). Use one written by transferlab.train."
+        )
+    return checkpoint
+
+
+def run_config(checkpoint: dict, data_root: str | None = None, output_dir: str | None = None) -> DictConfig:
+    """The training run's resolved config, optionally pointed at new data and output folders."""
+    cfg = OmegaConf.create(checkpoint["transferlab"]["config"])
+    with open_dict(cfg):
+        if data_root:
+            cfg.data.root = data_root
+        if output_dir:
+            cfg.paths.output_dir = output_dir
+    return cfg
+
+
+def rebuild(checkpoint: dict, cfg: DictConfig, load_weights: bool = True):
+    """Rebuild (module, datamodule) as trained; with ``load_weights`` the checkpoint's tensors are loaded too."""
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg, datamodule.num_classes)
+    module.run_config = OmegaConf.to_container(cfg, resolve=True)
+    if load_weights:
+        module.on_load_checkpoint(checkpoint)
+        module.load_state_dict(checkpoint["state_dict"], strict=False)  # completeness checked just above
+    if hasattr(module, "wrap_datamodule"):
+        datamodule = module.wrap_datamodule(datamodule)
+    return module, datamodule

@@ -1,0 +1,45 @@
+"""The flat metrics every run writes to metrics.json (keys as in DESIGN.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from transferlab.callbacks.run_stats import RunStats
+
+
+def _scalar(v):
+    return v.item() if isinstance(v, torch.Tensor) else v
+
+
+def _checkpoint_mb(trainer) -> float | None:
+    cb = trainer.checkpoint_callback
+    path = (cb.best_model_path or cb.last_model_path) if cb else ""
+    return Path(path).stat().st_size / 2**20 if path and Path(path).is_file() else None
+
+
+def collect_metrics(cfg: DictConfig, trainer, module, datamodule, fit_metrics: dict) -> dict:
+    """Final train/val metrics from fit, test metrics, parameter counts, time, memory and sizes, as one flat dict."""
+    metrics = {
+        k: _scalar(v) for k, v in fit_metrics.items() if k.split("/")[0] in ("train", "val") and not k.endswith("_step")
+    }
+    metrics.update({k: _scalar(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+    metrics = {k.removesuffix("_epoch"): v for k, v in metrics.items()}
+    metrics.update(module.param_counts())
+    for cb in trainer.callbacks:
+        if isinstance(cb, RunStats):
+            metrics.update(cb.stats)
+    if getattr(datamodule, "extract_seconds", 0):
+        metrics["time/feature_extraction_s"] = datamodule.extract_seconds
+    metrics["checkpoint/size_mb"] = _checkpoint_mb(trainer)
+    metrics.update({
+        "status": "ok",
+        "strategy": cfg.strategy.get("name"),
+        "model": cfg.model.name,
+        "data": cfg.data.name,
+        "seed": cfg.seed,
+        "epochs": trainer.current_epoch,
+    })  # fmt: skip
+    return metrics

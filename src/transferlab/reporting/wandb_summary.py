@@ -1,0 +1,31 @@
+"""Log a sweep's report to W&B: the ranking as a ``wandb.Table`` and the plots as images, in the sweep's group."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+def log_report_to_wandb(config: DictConfig, sweep_dir: Path, report: Path) -> None:
+    """One extra W&B run (job_type ``report``) holding the comparison; failures only warn."""
+    try:
+        import pandas as pd
+        import wandb
+
+        from transferlab.utils.instantiate import wandb_settings
+
+        wb = OmegaConf.to_container(config.logger.wandb, resolve=True)
+        results = pd.read_csv(sweep_dir / "results.csv")
+        run = wandb.init(project=wb.get("project"), entity=wb.get("entity"), group=wb.get("group"), job_type="report",
+                         name=f"report-{sweep_dir.name}", dir=wb.get("save_dir"), **wandb_settings())  # fmt: skip
+        run.log({"comparison": wandb.Table(dataframe=results.fillna(""))})
+        for png in sorted((sweep_dir / "plots").glob("*.png")):
+            run.log({f"plots/{png.stem}": wandb.Image(str(png))})
+        run.summary["report_md"] = report.read_text()
+        run.finish()
+    except Exception as e:  # noqa: BLE001 - the report is on disk either way
+        log.warning("Could not log the report to W&B (%s); it is in %s.", e, sweep_dir)

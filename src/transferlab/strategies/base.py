@@ -1,0 +1,230 @@
+"""The loop every strategy shares: new head, cross-entropy, metrics, optimizer over trainable params, accounting."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from lightning import LightningModule
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from transferlab.models.backbone import classifier_name
+from transferlab.strategies import schedules
+from transferlab.utils.errors import TransferlabError
+
+log = logging.getLogger(__name__)
+
+_BATCHNORM = (nn.modules.batchnorm._BatchNorm,)
+
+
+class TransferModule(LightningModule):
+    """A classifier built on a pretrained ``net`` (a timm model whose head was just replaced).
+
+    Subclasses decide what trains (``setup_trainable``) and with which LRs (``param_groups``).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        num_classes: int,
+        lr: float = 1e-3,
+        optimizer: Callable | None = None,
+        scheduler: str = "warmup_cosine",
+        warmup_fraction: float = 0.05,
+        weight_decay: float = 0.05,
+        label_smoothing: float = 0.0,
+        freeze_bn: bool = True,
+        bn_momentum: float | None = None,
+        zero_init_head: bool = True,
+    ):
+        super().__init__()
+        if lr is None or lr <= 0:
+            raise TransferlabError(f"strategy.lr={lr} must be positive. Try strategy.lr=1e-3.")
+        if not hasattr(schedules, scheduler):
+            raise TransferlabError(f"strategy.scheduler={scheduler!r} is unknown. Use warmup_cosine or constant.")
+        self.net = net
+        self.num_classes = num_classes
+        self.lr = lr
+        self.optimizer_factory = optimizer or torch.optim.AdamW
+        self.scheduler_name = scheduler
+        self.warmup_fraction = warmup_fraction
+        self.weight_decay = weight_decay
+        self.label_smoothing = label_smoothing
+        self.freeze_bn = freeze_bn
+        if bn_momentum is not None:
+            # TF-ported weights (tf_* in timm) use momentum 0.01: over a short fine-tune the running
+            # stats would still mostly describe ImageNet, and evaluation would suffer.
+            for m in net.modules():
+                if isinstance(m, _BATCHNORM):
+                    m.momentum = bn_momentum
+        self.head_name = classifier_name(net)
+        self.run_config: dict | None = None  # the resolved run config, stored in checkpoints by train.py
+        # Frozen pretrained tensors are left out of checkpoints when their weights source can rebuild them.
+        self.slim_checkpoints = False
+        metrics = MetricCollection(
+            {
+                "acc": MulticlassAccuracy(num_classes, average="micro"),
+                "f1_macro": MulticlassF1Score(num_classes, average="macro"),
+            }
+        )
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+        if zero_init_head:
+            self._zero_init_head()
+        self.setup_trainable()
+
+    def _zero_init_head(self) -> None:
+        # A zero head starts at uniform predictions and sends no gradient into the pretrained body
+        # until it has learned something (as BiT does); a random head's large early gradients
+        # damage pretrained features in the first steps of a short fine-tune.
+        head = self.net.get_submodule(self.head_name)
+        head = head.modules_to_save["default"] if hasattr(head, "modules_to_save") else head  # PEFT's trained copy
+        last = [m for m in head.modules() if isinstance(m, nn.Linear)][-1]
+        with torch.no_grad():
+            last.weight.zero_()
+            if last.bias is not None:
+                last.bias.zero_()
+
+    # --- what trains ------------------------------------------------------------------------
+    def setup_trainable(self) -> None:
+        """Set ``requires_grad`` on the network. The base trains everything."""
+
+    @property
+    def head(self) -> nn.Module:
+        """The new classification head."""
+        return self.net.get_submodule(self.head_name)
+
+    def is_head_param(self, name: str) -> bool:
+        """Whether parameter ``name`` (relative to ``self.net``) belongs to the head."""
+        return name.startswith(self.head_name + ".")
+
+    def train(self, mode: bool = True):
+        """Switch modes, keeping frozen BatchNorm layers in eval so their running stats stay pretrained."""
+        super().train(mode)
+        if mode and self.freeze_bn:
+            for m in self.net.modules():
+                if isinstance(m, _BATCHNORM) and not any(p.requires_grad for p in m.parameters(recurse=False)):
+                    m.eval()
+        return self
+
+    def param_counts(self) -> dict[str, float]:
+        """Trainable and total parameter counts, and the trainable share in percent."""
+        total = sum(p.numel() for p in self.net.parameters())
+        trainable = sum(p.numel() for p in self.net.parameters() if p.requires_grad)
+        return {
+            "params/trainable": trainable,
+            "params/total": total,
+            "params/trainable_pct": 100.0 * trainable / max(total, 1),
+        }
+
+    def trainable_summary(self) -> str:
+        """One line saying what trains."""
+        c = self.param_counts()
+        return f"{type(self).__name__}: {c['params/trainable']:,} of {c['params/total']:,} params trainable ({c['params/trainable_pct']:.2f}%)"
+
+    # --- the loop ---------------------------------------------------------------------------
+    @property
+    def channels_last(self) -> bool:
+        """Whether the network's convolutions run in NHWC memory format (set by ``model.channels_last``)."""
+        return getattr(self.net, "channels_last", False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits for a batch of preprocessed images."""
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
+
+    def _step(self, batch, metrics: MetricCollection, stage: str) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing if stage == "train" else 0.0)
+        if stage == "train" and not torch.isfinite(loss):
+            raise TransferlabError(
+                f"The training loss became {loss.item()} at step {self.global_step}. Lower strategy.lr (now {self.lr}); "
+                "the last good checkpoint is kept in the run's checkpoints/."
+            )
+        metrics.update(logits.detach(), y)
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=stage == "train",
+            on_epoch=True,
+            prog_bar=stage != "test",
+            batch_size=len(y),
+            sync_dist=stage != "train",
+        )
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val", batch_size=len(y))
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        """One optimisation step's loss."""
+        return self._step(batch, self.train_metrics, "train")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        """Accumulate validation loss and metrics."""
+        self._step(batch, self.val_metrics, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        """Accumulate test metrics."""
+        self._step(batch, self.test_metrics, "test")
+
+    # --- optimisation -----------------------------------------------------------------------
+    def param_groups(self) -> list[dict]:
+        """Optimizer groups over trainable params only: weight decay off for biases and norms, one LR."""
+        decay, no_decay = [], []
+        for _, p in self.net.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim <= 1 else decay).append(p)
+        groups = [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return [dict(g, lr=self.lr) for g in groups if g["params"]]
+
+    def configure_optimizers(self):
+        """The configured optimizer over ``param_groups`` and a per-step LR schedule."""
+        groups = self.param_groups()
+        if not groups:
+            raise TransferlabError("Nothing is trainable. Check strategy.unfreeze / strategy.target_modules.")
+        optimizer = self.optimizer_factory(groups)
+        total = int(self.trainer.estimated_stepping_batches) if self.trainer else 1
+        scheduler = getattr(schedules, self.scheduler_name)(optimizer, total, warmup_fraction=self.warmup_fraction)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # --- checkpoints ------------------------------------------------------------------------
+    @property
+    def base_reproducible(self) -> bool:
+        """Whether the frozen pretrained weights can be rebuilt from their source (anything but ``weights=none``)."""
+        return not str(getattr(self.net, "weights_id", ":none")).endswith(":none")
+
+    def _frozen_param_keys(self) -> set[str]:
+        return {f"net.{n}" for n, p in self.net.named_parameters() if not p.requires_grad}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Store the run config and strategy name (so eval/export can rebuild this module from the file alone),
+        and with ``slim_checkpoints`` drop frozen pretrained parameters (buffers stay: they are small)."""
+        checkpoint["transferlab"] = {"strategy": type(self).__name__, "config": self.run_config}
+        if self.slim_checkpoints and self.base_reproducible:
+            frozen = self._frozen_param_keys()
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k not in frozen}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Refuse a checkpoint from another strategy, or one lacking trainable tensors (it would load half a model)."""
+        meta = checkpoint.get("transferlab") or {}
+        if meta.get("strategy") not in (None, type(self).__name__):
+            raise TransferlabError(
+                f"The checkpoint was written by {meta['strategy']} but this run uses {type(self).__name__}. "
+                "Use the same strategy=..., or start without ckpt_path."
+            )
+        state = checkpoint.get("state_dict", {})
+        own = {f"net.{n}": p for n, p in self.net.named_parameters()}
+        missing = sorted(k for k in own if k not in state and k not in self._frozen_param_keys())
+        wrong = sorted(k for k in own if k in state and state[k].shape != own[k].shape)
+        if missing or wrong:
+            example = (missing or wrong)[0]
+            raise TransferlabError(
+                f"The checkpoint does not fit this model ({len(missing)} missing, {len(wrong)} mis-shaped tensors, e.g. {example}): "
+                "it is from another model, class count or LoRA setting. Use the model and strategy settings of the run that wrote it."
+            )

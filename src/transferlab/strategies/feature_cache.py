@@ -1,0 +1,179 @@
+"""A DataModule that serves pooled backbone features, computed once and cached on disk.
+
+The key covers everything that changes the features: model and weights identity, image size,
+mean and std, dataset and split, and the exact subset indices. Files are safetensors written
+atomically; a corrupt or stale file is detected, reported and rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+from lightning import LightningDataModule
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader, Dataset
+
+from transferlab.data.datasets import collate_pairs
+from transferlab.utils.io import atomic_write
+
+log = logging.getLogger(__name__)
+
+
+class FeatureSet(Dataset):
+    """Feature vectors and labels held in memory, served a whole batch at a time."""
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor):
+        self.features, self.labels = features, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return self.features[i], self.labels[i]
+
+    def __getitems__(self, indices: list[int]):
+        idx = torch.as_tensor(indices)
+        return self.features[idx], self.labels[idx]
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:20]
+
+
+class FeatureCacheDataModule(LightningDataModule):
+    """Wraps an ``ImageDataModule``: same splits and batch size, but batches are (features, labels)."""
+
+    def __init__(self, images, module, cache_dir: str | Path):
+        super().__init__()
+        self.images = images
+        self.module = module
+        self.cache_dir = Path(cache_dir)
+        self.sets: dict[str, FeatureSet] = {}
+        self.extract_seconds = 0.0
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes of the wrapped data."""
+        return self.images.num_classes
+
+    def cache_key(self, split: str) -> dict:
+        """Everything that determines the features of ``split``."""
+        dm, net = self.images, self.module.net
+        dataset = {"train": dm.train_set, "val": dm.val_set, "test": dm.test_set}[split]
+        indices = getattr(dataset, "indices", torch.arange(len(dataset)))
+        return {
+            "model": net.default_cfg.get("architecture", type(net).__name__),
+            "weights": getattr(net, "weights_id", "unknown"),
+            "image_size": dm.transform.image_size,
+            "mean": dm.transform.mean.flatten().tolist(),
+            "std": dm.transform.std.flatten().tolist(),
+            "interpolation": dm.transform.interpolation,
+            "dataset": dm.name,
+            "root": str(dm.root.resolve()),
+            "split": split if split == "test" else "train",  # val is a subset of the train split
+            "indices": _digest(torch.as_tensor(indices).tolist()),
+            "n": len(dataset),
+        }
+
+    def path_for(self, key: dict) -> Path:
+        """Cache file for a key."""
+        return self.cache_dir / "features" / f"{key['dataset']}-{key['split']}-{_digest(key)}.safetensors"
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load each split's features from the cache, extracting those that are missing, corrupt or stale."""
+        if self.sets:
+            return
+        self.images.setup(stage)
+        trainer = self.trainer
+        rank0 = trainer is None or trainer.global_rank == 0
+        for split in ("train", "val", "test"):
+            key = self.cache_key(split)
+            path = self.path_for(key)
+            loaded = self._load(path, key) if rank0 else None
+            if loaded is None and rank0:
+                loaded = self._extract(split)
+                self._save(path, key, *loaded)
+            if trainer is not None and trainer.world_size > 1:
+                trainer.strategy.barrier("feature_cache")
+                if not rank0:
+                    loaded = self._load(path, key)
+            self.sets[split] = FeatureSet(*loaded)
+        self.module.on_features_cached(self.sets["train"].features)
+
+    @staticmethod
+    def _save(path: Path, key: dict, features: torch.Tensor, labels: torch.Tensor) -> None:
+        tensors = {"features": features.contiguous(), "labels": labels.contiguous()}
+        atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"key": json.dumps(key)}))
+
+    def _load(self, path: Path, key: dict):
+        if not path.exists():
+            return None
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt") as f:
+                stored = json.loads((f.metadata() or {}).get("key", "{}"))
+            tensors = load_file(str(path))
+            features, labels = tensors["features"], tensors["labels"]
+        except (SafetensorError, OSError, KeyError, ValueError, json.JSONDecodeError) as e:
+            log.warning("Feature cache %s is corrupt (%s); rebuilding it.", path.name, e)
+            return None
+        if stored != key or len(features) != key["n"] or len(labels) != key["n"]:
+            log.warning(
+                "Feature cache %s is stale (written for another model, data or subset); rebuilding it.", path.name
+            )
+            return None
+        log.info("Feature cache hit: %s", path.name)
+        return features, labels
+
+    def _device(self) -> torch.device:
+        trainer = self.trainer
+        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+
+    def _extract(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the frozen backbone once over ``split`` (no augmentation), with a progress bar in images/s."""
+        loader = self.images.eval_loader(split)
+        net = self.module.net
+        device = self._device()
+        was_training, old_device = net.training, next(net.parameters()).device
+        net.eval().to(device)
+        feats, labels, seen, start = [], [], 0, time.perf_counter()
+        columns = [TextColumn(f"[bold]Caching {split} features"), BarColumn(), TextColumn("{task.completed}/{task.total} images"),
+                   TextColumn("{task.fields[speed]:.0f} img/s"), TimeRemainingColumn()]  # fmt: skip
+        with Progress(*columns, transient=True) as progress:
+            task = progress.add_task("extract", total=len(loader.dataset), speed=0.0)
+            for images, y in loader:
+                x = self.images.preprocess(images.to(device, non_blocking=True), augment=False)
+                feats.append(self.module.encode(x).float().cpu())
+                labels.append(y)
+                seen += len(y)
+                progress.update(task, completed=seen, speed=seen / (time.perf_counter() - start))
+        net.train(was_training).to(old_device)
+        elapsed = time.perf_counter() - start
+        self.extract_seconds += elapsed
+        log.info("Extracted %d %s features in %.1fs (%.0f img/s)", seen, split, elapsed, seen / max(elapsed, 1e-9))
+        return torch.cat(feats), torch.cat(labels)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        batch = self.images.batch_size if split == "train" else self.images.eval_batch_size
+        drop = shuffle and len(self.sets[split]) > batch
+        return DataLoader(self.sets[split], batch_size=batch, shuffle=shuffle, drop_last=drop, collate_fn=collate_pairs)
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled cached training features."""
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Cached validation features."""
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Cached test features."""
+        return self._loader("test", shuffle=False)

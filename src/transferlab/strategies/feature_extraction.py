@@ -1,0 +1,110 @@
+"""Feature extraction: a frozen pretrained backbone (kept in eval mode) and a new head that alone trains."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from transferlab.strategies.base import TransferModule
+from transferlab.strategies.feature_cache import FeatureCacheDataModule
+from transferlab.utils.errors import TransferlabError
+
+
+class Standardize(nn.Module):
+    """Fixed per-feature standardisation, fitted once on the cached training features.
+
+    Raw pooled features differ in scale by orders of magnitude, which slows a short linear probe;
+    standardising them is the usual probe recipe (MAE uses a non-affine BatchNorm for the same end).
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    @torch.no_grad()
+    def fit(self, features: torch.Tensor) -> None:
+        """Set mean and std from training features (N, dim)."""
+        self.mean.copy_(features.mean(0))
+        self.std.copy_(features.std(0).clamp_min(1e-6))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def make_head(kind: str, in_features: int, num_classes: int, hidden: int = 512, dropout: float = 0.1) -> nn.Module:
+    """A ``linear`` head or a small ``mlp`` (Linear-GELU-Dropout-Linear), behind a ``Standardize`` step."""
+    if kind == "linear":
+        return nn.Sequential(Standardize(in_features), nn.Linear(in_features, num_classes))
+    if kind == "mlp":
+        return nn.Sequential(
+            Standardize(in_features),
+            nn.Linear(in_features, hidden),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, num_classes),
+        )
+    raise TransferlabError(f"strategy.head={kind!r} is unknown. Use linear or mlp.")
+
+
+class FeatureExtraction(TransferModule):
+    """Train only the head. With ``cache_features`` the backbone runs once per split, not once per epoch.
+
+    The head standardises its input with statistics of the cached training features; without the
+    cache it stays an identity there.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        num_classes: int,
+        head: str = "linear",
+        cache_features: bool = True,
+        cache_dir: str = ".cache",
+        **kwargs,
+    ):
+        net.set_submodule(
+            net.pretrained_cfg.get("classifier", "classifier"), make_head(head, net.num_features, num_classes)
+        )
+        super().__init__(net, num_classes, **kwargs)
+        self.cache_features = cache_features
+        self.cache_dir = Path(cache_dir)
+        self.slim_checkpoints = True  # the head is all that trained
+        self.strict_loading = False
+
+    def setup_trainable(self) -> None:
+        """Freeze everything but the head."""
+        for name, p in self.net.named_parameters():
+            p.requires_grad = self.is_head_param(name)
+
+    def train(self, mode: bool = True):
+        """The frozen backbone always stays in eval mode (BatchNorm stats and dropout untouched); the head follows ``mode``."""
+        super().train(mode)
+        self.net.eval()
+        self.head.train(mode)
+        return self
+
+    @torch.inference_mode()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Pooled backbone features (timm's pre-logits), the head's input."""
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.net.forward_head(self.net.forward_features(images), pre_logits=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits from images (B, C, H, W) or from cached features (B, D)."""
+        if x.ndim == 2:
+            return self.head(x)
+        return super().forward(x)
+
+    def on_features_cached(self, train_features: torch.Tensor) -> None:
+        """Fit the head's standardisation on the cached training features."""
+        self.head[0].fit(train_features)
+
+    def wrap_datamodule(self, datamodule):
+        """Serve cached features instead of images when ``cache_features`` is on."""
+        if not self.cache_features:
+            return datamodule
+        return FeatureCacheDataModule(datamodule, self, self.cache_dir)

@@ -1,0 +1,92 @@
+"""Train one strategy: ``python -m transferlab.train strategy=lora strategy.r=8``.
+
+Reads top to bottom: compose config -> data -> backbone + strategy -> trainer -> fit -> test ->
+artifacts -> metrics.json. Sweeps (``-m``) run this once per job.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from transferlab.build import build_datamodule, build_module, build_trainer
+from transferlab.metrics import collect_metrics
+from transferlab.utils.console import print_config_tree
+from transferlab.utils.errors import TransferlabError
+from transferlab.utils.instantiate import log_run_to_loggers
+from transferlab.utils.io import atomic_write_json
+from transferlab.utils.run_info import run_info
+from transferlab.utils.setup import CONFIG_DIR, setup_environment
+from transferlab.utils.task import task_wrapper
+
+log = logging.getLogger(__name__)
+setup_environment()
+
+
+def _resume_checkpoint(cfg: DictConfig) -> str | None:
+    """``resume=RUN_DIR`` continues that run in place; ``ckpt_path`` may be a file or ``last``."""
+    if cfg.get("resume"):
+        run_dir = Path(cfg.resume).expanduser().resolve()
+        last = run_dir / "checkpoints" / "last.ckpt"
+        if not last.is_file():
+            raise TransferlabError(
+                f"resume={run_dir}: no checkpoints/last.ckpt there. Point resume at a run folder that saved one."
+            )
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(run_dir)  # checkpoints, CSV logs and metrics.json continue in the old run dir
+        return str(last)
+    ckpt = cfg.get("ckpt_path")
+    if ckpt and ckpt != "last" and not Path(ckpt).is_file():
+        raise TransferlabError(
+            f"ckpt_path={ckpt} does not exist. Give the path of a .ckpt file, or use resume=RUN_DIR."
+        )
+    return ckpt
+
+
+@task_wrapper
+def train(cfg: DictConfig) -> dict:
+    """Fit and test the configured strategy; write metrics.json into the run dir and return the metrics."""
+    ckpt_path = _resume_checkpoint(cfg)
+    out_dir = Path(cfg.paths.output_dir)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg, datamodule.num_classes)
+    module.run_config = OmegaConf.to_container(cfg, resolve=True)
+    datamodule = module.wrap_datamodule(datamodule) if hasattr(module, "wrap_datamodule") else datamodule
+    trainer = build_trainer(cfg)
+    log_run_to_loggers(trainer.loggers, cfg)
+    if trainer.is_global_zero:
+        print_config_tree(cfg, save_dir=out_dir)
+        atomic_write_json(out_dir / "run_info.json", run_info(cfg.seed))
+        log.info(module.trainable_summary())
+
+    if cfg.train:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    fit_metrics = dict(trainer.callback_metrics)
+    if cfg.test:
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
+
+    metrics = collect_metrics(cfg, trainer, module, datamodule, fit_metrics)
+    log_run_to_loggers(trainer.loggers, cfg, metrics)
+    if trainer.is_global_zero:
+        if hasattr(module, "save_adapter"):
+            module.save_adapter(out_dir / "adapter")  # the best adapter: trainer.test loaded the best checkpoint
+        atomic_write_json(out_dir / "metrics.json", metrics)
+        log.info("Wrote %s (test/acc=%s)", out_dir / "metrics.json", metrics.get("test/acc"))
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Console entry point."""
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    main()

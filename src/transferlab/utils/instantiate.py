@@ -1,0 +1,111 @@
+"""Instantiate callbacks and loggers from their config groups; a broken logger never stops a run."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+import hydra
+from lightning import Callback
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+
+def instantiate_callbacks(cfg: DictConfig | None) -> list[Callback]:
+    """Every callback config that has a ``_target_`` (null entries are dropped)."""
+    return [hydra.utils.instantiate(c) for c in (cfg or {}).values() if c is not None and "_target_" in c]
+
+
+def _wandb_has_credentials() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        import netrc
+
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def wandb_settings() -> dict:
+    """``wandb.init`` kwargs that keep W&B offline when there are no credentials."""
+    offline = not _wandb_has_credentials() or os.environ.get("WANDB_MODE") == "offline"
+    return {"mode": "offline"} if offline else {}
+
+
+def _sweep_group(cfg: DictConfig) -> str | None:
+    # One W&B group per sweep (experiment name + the sweep folder's time stamp), whatever the launcher.
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    from pathlib import Path
+
+    return f"{cfg.get('experiment_name') or cfg.get('task_name')}-{Path(HydraConfig.get().sweep.dir).name}"
+
+
+def instantiate_loggers(cfg: DictConfig | None, run_cfg: DictConfig | None = None) -> list[Logger]:
+    """Loggers from config. W&B goes offline without credentials, and any logger that fails is skipped with one warning."""
+    loggers = []
+    for name, conf in (cfg or {}).items():
+        if conf is None or "_target_" not in conf:
+            continue
+        kwargs = {}
+        if "Wandb" in conf._target_:
+            group = _sweep_group(run_cfg) if run_cfg is not None else None
+            if group:
+                kwargs["group"] = group
+            if not _wandb_has_credentials() or os.environ.get("WANDB_MODE") == "offline":
+                os.environ["WANDB_MODE"] = "offline"
+                kwargs["offline"] = True
+            os.environ.setdefault("WANDB_SILENT", "true")
+        try:
+            logger = hydra.utils.instantiate(conf, **kwargs)
+            if "Wandb" in conf._target_:
+                _ = logger.experiment  # start the run now, so a failure is caught here and not mid-training
+            loggers.append(logger)
+        except Exception as e:  # a dashboard must never take a training run down
+            warnings.warn(
+                f"Logger '{name}' failed to start ({type(e).__name__}: {e}); continuing without it.", stacklevel=1
+            )
+            if "Wandb" in conf._target_ and not kwargs.get("offline"):
+                try:
+                    os.environ["WANDB_MODE"] = "offline"
+                    logger = hydra.utils.instantiate(conf, offline=True)
+                    _ = logger.experiment
+                    loggers.append(logger)
+                    log.warning("W&B fell back to offline mode; sync later with `wandb sync`.")
+                except Exception:  # noqa: BLE001
+                    pass
+    return loggers
+
+
+def log_run_to_loggers(loggers: list[Logger], cfg: DictConfig, metrics: dict | None = None) -> None:
+    """Log the flattened run config (nested keys as ``a.b.c``) and, at the end, the summary metrics."""
+    from lightning.fabric.utilities.logger import _flatten_dict
+    from omegaconf import OmegaConf
+
+    for logger in loggers:
+        try:
+            if metrics is None:
+                logger.log_hyperparams(_flatten_dict(OmegaConf.to_container(cfg, resolve=True), delimiter="."))
+            elif hasattr(logger.experiment, "summary"):  # W&B: final metrics as run summary
+                logger.experiment.summary.update({k: v for k, v in metrics.items() if isinstance(v, int | float | str)})
+        except Exception as e:  # noqa: BLE001 - logging must never end a run
+            log.warning("Logger %s failed: %s", type(logger).__name__, e)
+
+
+def finish_wandb() -> None:
+    """Close any open W&B run, so the next job of a sweep starts its own (harmless when none is open)."""
+    import sys
+
+    wandb = sys.modules.get("wandb")  # importing wandb just to find no run costs seconds
+    try:
+        if wandb is not None and wandb.run is not None:
+            wandb.finish()
+    except Exception as e:  # noqa: BLE001
+        log.warning("wandb.finish() failed: %s", e)

@@ -1,0 +1,67 @@
+"""Run a task function the way users need: one clear line for bad input, and sweeps that survive a failed job."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from transferlab.utils.console import print_error
+from transferlab.utils.errors import TransferlabError
+from transferlab.utils.instantiate import finish_wandb
+from transferlab.utils.io import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+
+def _is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _output_dir() -> Path | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
+
+
+def task_wrapper(fn: Callable[[DictConfig], dict]) -> Callable[[DictConfig], float | None]:
+    """Wrap a task: run it, always close W&B, and turn failures into something the user can act on.
+
+    - Single runs: a ``TransferlabError`` prints one line and exits 1 (``HYDRA_FULL_ERROR=1`` shows the traceback).
+    - Sweeps: any failure is recorded in the job's ``metrics.json`` (status, error) and the sweep goes on;
+      the job returns NaN, which Optuna records as a failed trial without ending the study.
+    Returns the config's ``optimized_metric`` for sweepers.
+    """
+
+    @functools.wraps(fn)
+    def wrapped(cfg: DictConfig) -> float | None:
+        try:
+            metrics = fn(cfg)
+        except Exception as e:
+            if not _is_multirun():
+                if isinstance(e, TransferlabError) and os.environ.get("HYDRA_FULL_ERROR") != "1":
+                    print_error(str(e))
+                    sys.exit(1)
+                raise
+            message = f"{type(e).__name__}: {e}"
+            log.error("Job failed: %s\n%s", message, traceback.format_exc())
+            out = _output_dir()
+            if out is not None:
+                atomic_write_json(out / "metrics.json", {"status": "failed", "error": message})
+            return math.nan
+        finally:
+            finish_wandb()
+        value = metrics.get(cfg.get("optimized_metric") or "", None)
+        return float(value) if value is not None else None
+
+    return wrapped

@@ -1,0 +1,119 @@
+"""The train entry point end to end on tiny settings: outputs, checkpoints, eval and export."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from transferlab.train import train
+
+KEYS = [
+    "train/loss", "val/loss", "val/acc", "test/acc", "test/f1_macro", "params/trainable", "params/total",
+    "params/trainable_pct", "time/fit_s", "throughput/train_samples_per_s", "memory/peak_mb", "checkpoint/size_mb",
+]  # fmt: skip
+
+
+def _metrics(cfg) -> dict:
+    return json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("strategy", ["feature_extraction", "fine_tuning", "lora", "lp_ft"])
+def test_every_strategy_trains_and_writes_metrics(tiny_cfg, strategy):
+    cfg = tiny_cfg(f"strategy={strategy}", "trainer.max_epochs=2")
+    value = train(cfg)
+    m = _metrics(cfg)
+    assert m["status"] == "ok" and value == pytest.approx(m["val/acc"])
+    for key in KEYS:
+        assert key in m and m[key] is not None and not (isinstance(m[key], float) and math.isnan(m[key])), key
+    assert 0 < m["params/trainable"] <= m["params/total"]
+    out = Path(cfg.paths.output_dir)
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    assert (out / "run_info.json").is_file() and (out / "config_tree.log").is_file()
+    if strategy == "lora":
+        assert (out / "adapter" / "adapter_model.safetensors").is_file()
+        assert (out / "adapter" / "adapter_config.json").is_file()
+
+
+def test_feature_cache_is_reused_and_rebuilt_when_corrupt(tiny_cfg, caplog):
+    cfg = tiny_cfg("strategy=feature_extraction")
+    train(cfg)
+    first = _metrics(cfg)
+    assert first["time/feature_extraction_s"] > 0
+    files = sorted(Path(cfg.paths.cache_dir, "features").glob("*.safetensors"))
+    assert len(files) == 3
+    train(cfg)  # warm: no extraction at all
+    assert "time/feature_extraction_s" not in _metrics(cfg)
+    assert _metrics(cfg)["test/acc"] == pytest.approx(first["test/acc"])
+    files[0].write_bytes(files[0].read_bytes()[:100])  # corrupt one split
+    train(cfg)
+    assert "corrupt" in caplog.text
+    assert _metrics(cfg)["time/feature_extraction_s"] > 0
+
+
+def test_feature_cache_key_changes_with_image_size(tiny_cfg):
+    train(tiny_cfg("strategy=feature_extraction"))
+    cfg = tiny_cfg("strategy=feature_extraction", "data.image_size=40")
+    train(cfg)
+    assert len(list(Path(cfg.paths.cache_dir, "features").glob("*.safetensors"))) == 6
+
+
+def test_lora_checkpoint_holds_only_adapters_and_head(tiny_cfg):
+    cfg = tiny_cfg(
+        "strategy=lora",
+        "model.weights=bundled",
+        "model.name=tf_efficientnet_lite0",
+        "data.train_size=40",
+        "data.image_size=32",
+    )
+    train(cfg)
+    ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
+    net_keys = [k for k in ckpt["state_dict"] if k.startswith("net.")]
+    params = [k for k in net_keys if "running_" not in k and "num_batches" not in k]
+    assert params and all("lora_" in k or "modules_to_save" in k for k in params)
+    assert ckpt["transferlab"]["strategy"] == "LoRA"
+
+
+def test_eval_reproduces_test_accuracy(tiny_cfg, tmp_path):
+    from tests.conftest import compose_config
+    from transferlab.eval import evaluate
+
+    cfg = tiny_cfg("strategy=fine_tuning")
+    train(cfg)
+    trained = _metrics(cfg)
+    best = next(Path(cfg.paths.output_dir, "checkpoints").glob("best-*.ckpt"))
+    eval_cfg = compose_config(tmp_path / "eval", [f"ckpt_path={best}", "trainer=cpu"], config_name="eval")
+    evaluate(eval_cfg)
+    evaluated = json.loads(Path(eval_cfg.paths.output_dir, "metrics.json").read_text())
+    assert evaluated["test/acc"] == pytest.approx(trained["test/acc"], abs=1e-3)
+
+
+def test_lora_export_merges_and_loads_as_plain_timm(tiny_cfg, tmp_path):
+    import timm
+    from safetensors.torch import load_file
+
+    from tests.conftest import compose_config
+    from transferlab.checkpoints import read_checkpoint, rebuild, run_config
+    from transferlab.export import export
+
+    cfg = tiny_cfg("strategy=lora", "trainer.max_epochs=2", "strategy.lr=0.05")
+    train(cfg)
+    last = Path(cfg.paths.output_dir, "checkpoints", "last.ckpt")
+    export(compose_config(tmp_path / "export", [f"ckpt_path={last}"], config_name="export"))
+    state = load_file(str(Path(cfg.paths.output_dir, "export", "model.safetensors")))
+    assert not any("lora" in k for k in state)
+    plain = timm.create_model("test_efficientnet", num_classes=10).eval()
+    plain.load_state_dict(state)  # strict: a plain timm model, no PEFT needed
+
+    checkpoint = read_checkpoint(last)
+    adapted, datamodule = rebuild(checkpoint, run_config(checkpoint))
+    adapted.eval()
+    assert any(p.abs().sum() > 0 for n, p in adapted.net.named_parameters() if "lora_B" in n)  # adapters did train
+    images = datamodule.images if hasattr(datamodule, "images") else datamodule
+    images.setup()
+    x = images.preprocess(next(iter(images.test_dataloader()))[0])
+    with torch.no_grad():
+        assert (adapted(x) - plain(x)).abs().max().item() < 1e-4
