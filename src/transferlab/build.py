@@ -39,6 +39,9 @@ def model_input_config(model_cfg: DictConfig) -> dict:
         )
     pretrained = timm.get_pretrained_cfg(name)
     cfg = pretrained.to_dict() if pretrained is not None else {}
+    img_size = model_cfg.get("img_size")  # a ViT built for another size (+model.img_size=N) must get N-pixel images
+    if img_size:
+        cfg["input_size"] = (3, img_size, img_size) if isinstance(img_size, int) else (3, *img_size)
     return {
         "input_size": tuple(model_cfg.get("input_size") or cfg.get("input_size", (3, 224, 224))),
         "mean": tuple(model_cfg.get("mean") or cfg.get("mean", timm.data.IMAGENET_DEFAULT_MEAN)),

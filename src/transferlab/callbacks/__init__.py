@@ -1,5 +1,6 @@
 """Lightning callbacks of our own (the rest come from Lightning and are set in configs/callbacks)."""
 
+from transferlab.callbacks.epoch_seed import EpochSeed
 from transferlab.callbacks.run_stats import RunStats
 
-__all__ = ["RunStats"]
+__all__ = ["EpochSeed", "RunStats"]

@@ -34,12 +34,13 @@ def build_network(
 ) -> nn.Module:
     """Create timm model ``name`` with a new ``num_classes`` head and load ``weights`` into its body.
 
-    ``net.weights_id`` identifies the weights for feature caches.
+    ``net.weights_id`` identifies the weights for feature caches. Names starting with ``blip`` build
+    BLIP's vision encoder through transformers instead (``transferlab.models.blip``).
     """
     if name.startswith("blip"):
         from transferlab.models.blip import build_blip_network
 
-        return build_blip_network(name, num_classes, weights, **kwargs)
+        return build_blip_network(name, num_classes, weights, drop_rate=drop_rate, **kwargs)  # a ViT: no NHWC
     if not timm.is_model(name):
         raise TransferlabError(
             f"Unknown timm model '{name}'.{suggest(name, timm.list_models())} See timm.list_models()."

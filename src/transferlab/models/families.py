@@ -6,15 +6,25 @@ import re
 
 from torch import nn
 
+from transferlab.utils.errors import TransferlabError
+
 # PEFT ``target_modules`` per family. A string is a full-match regex over module names; a list
-# matches name suffixes. Depthwise convs are left out on purpose: LoRA on them cannot be merged.
+# matches name suffixes. Depthwise convs are left out on purpose: LoRA on them cannot be merged
+# (EfficientNet/MobileNetV3 conv_dw, ConvNeXt conv_dw). tests/test_model_families.py checks each
+# preset against its architectures.
 LORA_PRESETS: dict[str, str | list[str]] = {
+    # inverted residuals: the 1x1 expansion (conv_pw) and projection (conv_pwl) convs
     "efficientnet": ["conv_pw", "conv_pwl"],
     "mobilenetv3": ["conv_pw", "conv_pwl"],
+    # timm ViT/DeiT fuse q, k and v into one Linear, so one adapter covers all three
     "vit": ["qkv"],
-    "vit_full": ["qkv", "proj", "fc1", "fc2"],
+    # attention and MLP of every block; a bare "proj" suffix would also catch the patch-embedding conv
+    "vit_full": r".*blocks\.\d+\.(attn\.(qkv|proj)|mlp\.fc[12])",
+    # conv1..conv3 inside the residual blocks (BasicBlock, Bottleneck); stem and downsample convs stay frozen
     "resnet": r".*layer\d+\.\d+\.conv\d",
+    # the pointwise MLP of each block (Linear, or a 1x1 Conv2d where timm uses conv_mlp, e.g. convnext_atto)
     "convnext": r".*stages\.\d+\.blocks\.\d+\.mlp\.fc\d",
+    # transformers' BlipAttention: fused qkv Linear and the output projection Linear
     "blip": ["qkv", "projection"],
 }
 
@@ -22,8 +32,6 @@ LORA_PRESETS: dict[str, str | list[str]] = {
 def lora_preset(family: str) -> str | list[str]:
     """The default LoRA targets of a model family."""
     if family not in LORA_PRESETS:
-        from transferlab.utils.errors import TransferlabError
-
         raise TransferlabError(
             f"No LoRA preset for family '{family}' (known: {', '.join(LORA_PRESETS)}). Set strategy.target_modules explicitly."
         )
@@ -46,6 +54,10 @@ def block_index(net: nn.Module) -> dict[str, int]:
         m = pattern.match(name)
         if m:
             found[name] = int(m.group(1))
+    if not found:
+        raise TransferlabError(
+            f"{type(net).__name__}'s group_matcher numbers no blocks. Use strategy.unfreeze=[regex, ...] instead of last_n_blocks."
+        )
     ids = sorted(set(found.values()))
     dense = {b: i for i, b in enumerate(ids)}  # ResNet numbers its layers from 1
     return {name: dense[b] for name, b in found.items()}

@@ -51,8 +51,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def _fingerprint(path: Path) -> str:
-    stat = path.stat()
-    return hashlib.sha1(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    # Path, size and mtime (of every file, for a folder of weights): cheap, and changes when the weights do.
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    text = "|".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
 def bundled_weights_path(arch: str) -> Path:
@@ -96,20 +98,24 @@ def load_weights(net: nn.Module, weights: str, arch: str, classifier: str) -> st
         net.load_state_dict(state, strict=False)
         return f"{arch}:bundled:{path.name}"
     path = Path(weights).expanduser()
-    state = read_state_dict(path)
+    load_checked(net, read_state_dict(path), classifier, arch, str(path))
+    return f"{arch}:file:{_fingerprint(path)}"
+
+
+def load_checked(net: nn.Module, state: dict[str, torch.Tensor], classifier: str, arch: str, origin: str) -> None:
+    """Load ``state`` into every tensor of ``net`` but its head, after checking that names and shapes all match."""
     state = {k: v for k, v in state.items() if not k.startswith(classifier + ".")}
     expected = {k: v for k, v in net.state_dict().items() if not k.startswith(classifier + ".")}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
         raise TransferlabError(
-            f"{path} does not match {arch}: {len(missing)} missing keys (e.g. {missing[:2]}), {len(unexpected)} unexpected "
+            f"{origin} does not match {arch}: {len(missing)} missing keys (e.g. {missing[:2]}), {len(unexpected)} unexpected "
             f"(e.g. {unexpected[:2]}). Point model.weights at a {arch} state_dict, or set model.name to the file's architecture."
         )
     bad = [k for k in expected if state[k].shape != expected[k].shape]
     if bad:
         raise TransferlabError(
-            f"{path}: {bad[0]} is {tuple(state[bad[0]].shape)}, {arch} needs {tuple(expected[bad[0]].shape)}. The file is for another model."
+            f"{origin}: {bad[0]} is {tuple(state[bad[0]].shape)}, {arch} needs {tuple(expected[bad[0]].shape)}. The file is for another model."
         )
     net.load_state_dict(state, strict=False)
-    return f"{arch}:file:{_fingerprint(path)}"

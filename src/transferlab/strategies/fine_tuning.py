@@ -97,7 +97,7 @@ class FineTuning(TransferModule):
     def _layer_id_map(self) -> dict[str, int]:
         # timm groups parameters into layers (stem = 0, ... , head = last) for layer-wise decay.
         groups = group_parameters(self.net, self.net.group_matcher(coarse=False))
-        return {name: layer for layer, names in groups.items() for name in names}
+        return {name: layer for layer, names in groups.items() for name in names if not self.is_head_param(name)}
 
     def lr_for(self, name: str) -> float:
         """The LR of parameter ``name``: ``head_lr`` for the head, decayed ``backbone_lr`` below it."""

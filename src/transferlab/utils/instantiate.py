@@ -30,6 +30,22 @@ def _wandb_has_credentials() -> bool:
         return False
 
 
+def _wandb_id_file(run_cfg: DictConfig | None):
+    from pathlib import Path
+
+    if run_cfg is None or not run_cfg.get("paths") or not run_cfg.paths.get("output_dir"):
+        return None
+    return Path(run_cfg.paths.output_dir) / "wandb_run_id.txt"
+
+
+def _remember_wandb_id(run_cfg: DictConfig | None, logger) -> None:
+    path = _wandb_id_file(run_cfg)
+    if path is not None:
+        from transferlab.utils.io import atomic_write_text
+
+        atomic_write_text(path, str(logger.version))
+
+
 def wandb_settings() -> dict:
     """``wandb.init`` kwargs that keep W&B offline when there are no credentials."""
     offline = not _wandb_has_credentials() or os.environ.get("WANDB_MODE") == "offline"
@@ -59,6 +75,9 @@ def instantiate_loggers(cfg: DictConfig | None, run_cfg: DictConfig | None = Non
             group = _sweep_group(run_cfg) if run_cfg is not None else None
             if group:
                 kwargs["group"] = group
+            previous = _wandb_id_file(run_cfg)
+            if previous is not None and previous.is_file():  # a resumed run continues its W&B run
+                kwargs.update(id=previous.read_text().strip(), resume="allow")
             if not _wandb_has_credentials() or os.environ.get("WANDB_MODE") == "offline":
                 os.environ["WANDB_MODE"] = "offline"
                 kwargs["offline"] = True
@@ -67,6 +86,7 @@ def instantiate_loggers(cfg: DictConfig | None, run_cfg: DictConfig | None = Non
             logger = hydra.utils.instantiate(conf, **kwargs)
             if "Wandb" in conf._target_:
                 _ = logger.experiment  # start the run now, so a failure is caught here and not mid-training
+                _remember_wandb_id(run_cfg, logger)
             loggers.append(logger)
         except Exception as e:  # a dashboard must never take a training run down
             warnings.warn(

@@ -1,0 +1,175 @@
+"""Bad input gets one clear line naming the problem and the fix; nothing already written is damaged."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.errors import ConfigCompositionException
+
+from tests.conftest import TINY, compose_config
+from transferlab.train import train
+from transferlab.utils.errors import TransferlabError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _write_truncated(path: Path) -> Path:
+    from transferlab.models.backbone import build_network
+
+    torch.save(build_network("test_efficientnet", num_classes=3).state_dict(), path)
+    path.write_bytes(path.read_bytes()[:3000])
+    return path
+
+
+def _write_other_arch(path: Path) -> Path:
+    from transferlab.models.backbone import build_network
+
+    torch.save(build_network("test_resnet", num_classes=3).state_dict(), path)
+    return path
+
+
+def _images(tmp: Path, classes: int, per_class: int = 4, bad: bool = False) -> Path:
+    from PIL import Image
+
+    root = tmp / "imgs"
+    for c in range(classes):
+        (root / f"c{c}").mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.new("RGB", (8, 8), (c * 60, i * 30, 0)).save(root / f"c{c}" / f"{i}.png")
+    if bad:
+        (root / "c0" / "notes.txt").write_text("not an image")
+    return root
+
+
+def _ckpt(tmp: Path, *overrides: str) -> Path:
+    cfg = compose_config(tmp / "source", [*TINY, "data.train_size=60", *overrides])
+    train(cfg)
+    return Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+
+
+# (id, overrides or a function of tmp_path returning overrides, expected message fragment)
+CASES = [
+    ("unknown_timm_model", ["model.name=test_efficientnt"], "Did you mean: test_efficientnet"),
+    ("weights_missing", lambda t: [f"model.weights={t / 'nope.pth'}"], "does not exist"),
+    ("weights_truncated", lambda t: [f"model.weights={_write_truncated(t / 'w.pth')}"], "corrupt or truncated"),
+    ("weights_wrong_arch", lambda t: [f"model.weights={_write_other_arch(t / 'r.pth')}"], "does not match test_efficientnet"),
+    ("bundled_for_other_model", ["model.weights=bundled"], "No bundled weights for 'test_efficientnet'"),
+    ("lora_r_zero", ["strategy=lora", "strategy.r=0"], "strategy.r=0 must be a positive integer"),
+    ("lora_alpha_negative", ["strategy=lora", "strategy.alpha=-1"], "strategy.alpha=-1"),
+    ("lora_dropout_one", ["strategy=lora", "strategy.dropout=1.0"], r"strategy.dropout=1.0 must be in \[0, 1\)"),
+    ("lora_targets_nothing", ["strategy=lora", "strategy.target_modules=[nope]"], "matches no module. Candidates"),
+    ("lora_depthwise_target", ["strategy=lora", "strategy.target_modules=[conv_dw]"], "depthwise conv"),
+    ("n_blocks_too_large", ["strategy=fine_tuning", "strategy.unfreeze=last_n_blocks", "strategy.n_blocks=99"], "strategy.n_blocks=99 but"),
+    ("unfreeze_pattern_matches_nothing", ["strategy=fine_tuning", "strategy.unfreeze=[nothing]"], "match no parameter"),
+    ("lr_zero", ["strategy.lr=0"], "strategy.lr=0 must be positive"),
+    ("backbone_lr_negative", ["strategy=fine_tuning", "strategy.backbone_lr=-0.1"], "must be positive"),
+    ("train_size_too_large", ["data.train_size=5000"], "larger than the"),
+    ("train_size_below_classes", ["data.train_size=5"], "smaller than the number of classes"),
+    ("class_count_mismatch", ["data.num_classes=7"], "data.num_classes=7 but digits has 10 classes"),
+    ("imagefolder_missing", lambda t: ["data=imagefolder", f"data.root={t / 'none'}", "data.num_workers=0"], "does not exist"),
+    ("imagefolder_empty", lambda t: ["data=imagefolder", f"data.root={(t / 'empty').mkdir() or t / 'empty'}", "data.num_workers=0"], "no class subfolders|only one class|holds no"),
+    ("imagefolder_one_class", lambda t: ["data=imagefolder", f"data.root={_images(t, 1)}", "data.num_workers=0"], "only one class"),
+    ("imagefolder_non_image", lambda t: ["data=imagefolder", f"data.root={_images(t, 2, bad=True)}", "data.num_workers=0"], "on_bad_image=skip"),
+    ("bad_on_bad_image_value", lambda t: ["data=imagefolder", f"data.root={_images(t, 2)}", "data.on_bad_image=ignore"], "Use 'skip' or 'error'"),
+    ("ckpt_missing", lambda t: [f"ckpt_path={t / 'missing.ckpt'}"], "does not exist"),
+    ("resume_dir_without_checkpoint", lambda t: [f"resume={t}"], "no checkpoints/last.ckpt"),
+    ("ckpt_other_strategy", lambda t: ["strategy=fine_tuning", f"ckpt_path={_ckpt(t, 'strategy=lora')}"], "written by LoRA but this run uses FineTuning"),
+    ("ckpt_other_model", lambda t: ["strategy=fine_tuning", "model.name=test_resnet", f"ckpt_path={_ckpt(t, 'strategy=fine_tuning')}"], "does not fit this model"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "overrides", "match"), CASES, ids=[c[0] for c in CASES])
+def test_bad_input_gets_a_clear_error(tmp_path, case, overrides, match):
+    extra = overrides(tmp_path) if callable(overrides) else overrides
+    cfg = compose_config(tmp_path / "run", [*TINY, *extra])
+    with pytest.raises(TransferlabError, match=match) as info:
+        train.__wrapped__(cfg)  # the task without its wrapper, to see the exception itself
+    assert "\n" not in str(info.value)  # one line
+
+
+@pytest.mark.parametrize("override", ["strategy=fine_tunning", "model=efficientnet_lite1", "data=fashion_mnistt"])
+def test_unknown_group_option_lists_the_options(tmp_path, override):
+    with pytest.raises(ConfigCompositionException, match="Could not find"):
+        compose_config(tmp_path, [override])
+
+
+def test_cli_prints_one_line_and_exits_nonzero(tmp_path):
+    env = {**os.environ, "TRANSFERLAB_LOG_DIR": str(tmp_path)}
+    env.pop("HYDRA_FULL_ERROR", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "transferlab.train", *TINY, "strategy=lora", "strategy.r=0"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: strategy.r=0 must be a positive integer (the LoRA rank). Try strategy.r=8."], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    from transferlab.strategies.base import TransferModule
+
+    cfg = compose_config(tmp_path, [*TINY, "strategy=fine_tuning", "trainer.max_epochs=3"])
+    real = TransferModule.forward
+
+    def poisoned(self, x):
+        out = real(self, x)
+        return out * float("nan") if self.current_epoch == 1 else out
+
+    monkeypatch.setattr(TransferModule, "forward", poisoned)
+    with pytest.raises(TransferlabError, match="loss became nan.*last good checkpoint"):
+        train.__wrapped__(cfg)
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=True)
+    assert state["epoch"] == 0 and all(
+        torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point()
+    )
+
+
+def test_read_only_output_dir_fails_clearly_and_keeps_old_files(tmp_path):
+    from transferlab.utils.io import atomic_write_json
+
+    out = tmp_path / "ro"
+    out.mkdir()
+    atomic_write_json(out / "metrics.json", {"test/acc": 0.9})
+    out.chmod(0o500)
+    try:
+        if os.access(out, os.W_OK):
+            pytest.skip("running as a user who can write read-only folders (root)")
+        with pytest.raises(TransferlabError, match="Could not write"):
+            atomic_write_json(out / "metrics.json", {"test/acc": 0.1})
+    finally:
+        out.chmod(0o700)
+    assert json.loads((out / "metrics.json").read_text()) == {"test/acc": 0.9}
+
+
+def test_disk_full_keeps_the_previous_file(tmp_path, monkeypatch):
+    import errno
+
+    from transferlab.utils import io
+
+    target = tmp_path / "metrics.json"
+    io.atomic_write_json(target, {"old": 1})
+
+    def full(_path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(TransferlabError, match="No space left on device.*previous file is untouched"):
+        io.atomic_write(target, full)
+    assert json.loads(target.read_text()) == {"old": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temp file left behind
+
+
+def test_unwritable_output_root_names_the_fix(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    from transferlab.utils.io import atomic_write_text
+
+    with pytest.raises(TransferlabError, match="Cannot create output folder"):
+        atomic_write_text(blocker / "sub" / "a.txt", "x")

@@ -1,0 +1,94 @@
+"""Sweeps: a failed job does not stop the others, the report is built, launchers and Optuna work."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import TINY, compose_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _multirun(tmp_path: Path, *overrides: str, timeout: int = 900) -> Path:
+    sweep = tmp_path / "sweep"
+    env = {
+        **os.environ,
+        "TRANSFERLAB_LOG_DIR": str(tmp_path / "logs"),
+        "TRANSFERLAB_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "transferlab.train", "-m", *TINY, "data.train_size=100", f"hydra.sweep.dir={sweep}", *overrides],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return sweep
+
+
+@pytest.mark.slow
+def test_sweep_survives_a_failed_job_and_reports_it(tmp_path):
+    sweep = _multirun(tmp_path, "strategy=lora", "strategy.r=0,4")
+    results = pd.read_csv(sweep / "results.csv")
+    assert list(results["status"]) == ["failed", "ok"]
+    assert "strategy.r=0" in results.loc[0, "error"]
+    report = (sweep / "report.md").read_text()
+    assert "## Failed jobs" in report and "strategy.r=0" in report
+    assert "lora r=4 a=16" in report
+    ok = json.loads((sweep / "1" / "metrics.json").read_text())
+    assert results.loc[1, "test/acc"] == pytest.approx(ok["test/acc"])
+
+
+@pytest.mark.slow
+def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
+    sweep = _multirun(tmp_path, "hydra/launcher=parallel", "strategy=feature_extraction", "seed=0,1")
+    results = pd.read_csv(sweep / "results.csv")
+    assert list(results["status"]) == ["ok", "ok"] and sorted(results["seed"]) == [0, 1]
+    assert "± " in (sweep / "report.md").read_text()  # two seeds: mean ± std
+
+
+@pytest.mark.slow
+def test_optuna_study_continues_after_a_failed_trial(tmp_path):
+    sweep = _multirun(
+        tmp_path, "hparams_search=lora_optuna", "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.n_startup_trials=3",
+        "hydra.sweeper.params.strategy.r=choice(0, 2)", "hydra.sweeper.params.strategy.lr=choice(0.01)",
+    )  # fmt: skip
+    results = pd.read_csv(sweep / "results.csv")
+    assert len(results) == 3  # the study ran every trial
+    failed, ok = results[results["status"] == "failed"], results[results["status"] == "ok"]
+    assert all("strategy.r=0" in e for e in failed["error"]) and set(ok["r"]) <= {2}
+    assert len(failed) + len(ok) == 3
+
+
+def test_slurm_launcher_config_composes(tmp_path):
+    cfg = compose_config(tmp_path, ["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "trainer=gpu"])
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
+    assert cfg.hydra.launcher.gpus_per_node == 1 and cfg.hydra.launcher.partition == "gpu"
+
+
+def test_report_rebuilds_from_a_partial_sweep(tmp_path):
+    from transferlab.report import build_report
+
+    sweep = tmp_path / "sweep"
+    rows = [("fine_tuning", {"test/acc": 0.9, "params/trainable": 1000, "time/fit_s": 10.0}),
+            ("feature_extraction", {"test/acc": 0.8, "params/trainable": 10, "time/fit_s": 2.0})]  # fmt: skip
+    for i, (name, metrics) in enumerate(rows):
+        job = sweep / str(i) / ".hydra"
+        job.mkdir(parents=True)
+        (job / "config.yaml").write_text(
+            f"seed: 0\nstrategy:\n  name: {name}\n  unfreeze: all\ndata:\n  train_size: 100\n"
+        )
+        (job / "overrides.yaml").write_text(f"- strategy={name}\n")
+        (sweep / str(i) / "metrics.json").write_text(json.dumps({"status": "ok", **metrics}))
+    (sweep / "2" / ".hydra").mkdir(parents=True)  # a job that never finished
+    build_report(sweep)
+    report = (sweep / "report.md").read_text()
+    table = [line for line in report.splitlines() if line.startswith("| 1 ") or line.startswith("| 2 ")]
+    assert "fine_tuning (all)" in table[0] and "feature_extraction" in table[1]  # ranked by test acc
+    assert "missing" in report
+    assert (sweep / "plots" / "acc_vs_params.png").is_file()

@@ -1,0 +1,50 @@
+"""W&B runs offline without a key or network, groups sweeps, and never takes a run down."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from transferlab.train import train
+
+
+@pytest.fixture
+def no_wandb_key(monkeypatch, tmp_path):
+    for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc credentials either
+    yield
+    import wandb
+
+    if wandb.run is not None:
+        wandb.finish()
+
+
+def test_offline_run_is_written_and_syncable(tiny_cfg, no_wandb_key):
+    cfg = tiny_cfg("logger=wandb", "strategy=feature_extraction")
+    train(cfg)
+    runs = list(Path(cfg.paths.log_dir, "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    assert list(runs[0].glob("run-*.wandb")), "the offline run file that `wandb sync` uploads"
+    out = Path(cfg.paths.output_dir)
+    assert json.loads((out / "metrics.json").read_text())["status"] == "ok"
+    run_id = (out / "wandb_run_id.txt").read_text().strip()
+    assert run_id and run_id in runs[0].name
+    # the key never lands in the saved config
+    assert "WANDB_API_KEY" not in (out / "config_tree.log").read_text()
+
+
+def test_wandb_failure_falls_back_and_training_goes_on(tiny_cfg, no_wandb_key, monkeypatch):
+    import wandb
+
+    def broken_init(*args, **kwargs):
+        raise RuntimeError("simulated W&B outage")
+
+    monkeypatch.setattr(wandb, "init", broken_init)
+    cfg = tiny_cfg("logger=wandb", "strategy=feature_extraction")
+    with pytest.warns(UserWarning, match="simulated W&B outage"):
+        train(cfg)
+    assert json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())["status"] == "ok"
