@@ -59,7 +59,8 @@ def test_notebook_runs_on_a_tiny_budget(tmp_path, monkeypatch):
     everything = "\n".join(_text(c) for c in code)
     for expected in ("timm data config", "trainable params", "trainable%", "Q1.", "Q2.", "Q3."):
         assert expected in everything, expected
-    assert sum("image/png" in o.get("data", {}) for c in code for o in c.outputs) >= 4  # samples, loss, comparison
+    figures = sum("image/png" in o.get("data", {}) for c in code for o in c.outputs)
+    assert figures >= 3  # the samples, the loss curves and the comparison
     comparison = next(_text(c) for c in code if "trainable %" in _text(c) and "extra memory (MB)" in _text(c))
     for strategy in ("feature extraction", "fine-tuning", "LoRA r="):
         assert strategy in comparison, strategy

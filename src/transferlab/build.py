@@ -9,6 +9,7 @@ import logging
 
 import hydra
 import timm
+from hydra.errors import InstantiationException
 from lightning import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -21,6 +22,19 @@ from transferlab.utils.instantiate import instantiate_callbacks, instantiate_log
 log = logging.getLogger(__name__)
 
 _MODEL_ONLY_KEYS = ("family", "compile", "name", "weights", "input_size", "mean", "std")
+
+
+def _instantiate(cfg: DictConfig, **kwargs):
+    """``hydra.utils.instantiate`` that lets our own bad-input errors through unwrapped."""
+    try:
+        return hydra.utils.instantiate(cfg, **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        while cause is not None and not isinstance(cause, TransferlabError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise
 
 
 def model_input_config(model_cfg: DictConfig) -> dict:
@@ -54,7 +68,7 @@ def build_datamodule(cfg: DictConfig) -> LightningDataModule:
     """The configured DataModule, told the model's input size (unless data.image_size is set), mean and std."""
     spec = model_input_config(cfg.model)
     image_size = cfg.data.get("image_size") or spec["input_size"][-1]
-    return hydra.utils.instantiate(
+    return _instantiate(
         cfg.data,
         image_size=image_size,
         mean=list(spec["mean"]),
@@ -73,7 +87,7 @@ def build_module(cfg: DictConfig, num_classes: int) -> TransferModule:
     strategy_cfg = cfg.strategy.copy()
     with open_dict(strategy_cfg):
         strategy_cfg.pop("name", None)
-    module = hydra.utils.instantiate(strategy_cfg, net=net, num_classes=num_classes, _convert_="all")
+    module = _instantiate(strategy_cfg, net=net, num_classes=num_classes, _convert_="all")
     if cfg.model.get("compile"):
         import torch
 

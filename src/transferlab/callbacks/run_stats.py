@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -19,6 +20,16 @@ def current_rss_mb() -> float:
     import os
 
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _release_freed_memory() -> None:
+    """Return freed heap pages to the OS (glibc), so RSS reflects what is live before a fit starts."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 class _PeakSampler(threading.Thread):
@@ -57,8 +68,11 @@ class RunStats(Callback):
         self._cuda = pl_module.device.type == "cuda"
         if self._cuda:
             torch.cuda.reset_peak_memory_stats(pl_module.device)
+            self._baseline_cuda = torch.cuda.memory_allocated(pl_module.device) / 2**20
             self._sampler = None
         else:
+            _release_freed_memory()
+            self._baseline = current_rss_mb()
             self._sampler = _PeakSampler()
             self._sampler.start()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -122,7 +123,7 @@ def _from_pretrained(transformers, source: str, origin: str) -> nn.Module:
     with _quiet_transformers(transformers):
         model, info = transformers.BlipVisionModel.from_pretrained(
             source,
-            key_mapping={rf"^{_PREFIX}": ""},  # full BLIP checkpoints nest the tower under vision_model.
+            key_mapping={"^" + re.escape(_PREFIX): ""},  # full BLIP checkpoints nest the tower under vision_model.
             dtype=torch.float32,
             output_loading_info=True,
         )
@@ -186,30 +187,31 @@ def build_blip_network(
         raise TransferlabError(
             f"model.weights={weights}: no such folder or file. Use hub, none, a save_pretrained folder or a state_dict file."
         )
-    if arch and (weights == "hub" or (path is not None and path.is_dir())):
+    pretrained = weights == "hub" or (path is not None and path.is_dir())  # transformers' from_pretrained
+    if arch and pretrained:
         raise TransferlabError(
             f"model.{next(iter(arch))} reshapes BLIP, but hub models and saved folders bring their own shape. "
             "Leave it null, or use model.weights=none or a state_dict file of that shape."
         )
 
-    if weights == "hub":
+    if pretrained:
+        origin = f"Hub model {repo}" if weights == "hub" else f"Folder {path}"
         try:
-            vision = _from_pretrained(transformers, repo, f"Hub model {repo}")
+            vision = _from_pretrained(transformers, repo if weights == "hub" else str(path), origin)
         except TransferlabError:
             raise
-        except Exception as e:  # offline, unknown repo, interrupted download: all surface here
+        except Exception as e:  # offline, unknown repo, interrupted download, a folder without a model
+            hint = "offline? Go online, or use" if weights == "hub" else "not a save_pretrained folder? Use"
             raise TransferlabError(
-                f"Could not fetch BLIP weights '{repo}' from the Hugging Face hub ({type(e).__name__}: offline?). "
-                "Go online, or use model.weights=<saved folder or .safetensors file> or none."
+                f"Could not load BLIP weights from {origin} ({type(e).__name__}: {hint} "
+                "model.weights=<saved folder or .safetensors file> or none."
             ) from e
-        weights_id = f"{name}:hub:{repo}"
-    elif path is not None and path.is_dir():
-        vision = _from_pretrained(transformers, str(path), f"Folder {path}")
-        weights_id = f"{name}:dir:{_fingerprint(path)}"
+        weights_id = f"{name}:hub:{repo}" if weights == "hub" else f"{name}:dir:{_fingerprint(path)}"
     else:  # random init, or the base shape that a state_dict file is then loaded into
         config = _random_config(transformers, image_size, arch)
         vision = transformers.BlipVisionModel(config)
-        digest = hashlib.sha1(json.dumps(config.to_diff_dict(), sort_keys=True).encode()).hexdigest()[:8]
+        shape = {k: v for k, v in config.to_diff_dict().items() if k != "transformers_version"}
+        digest = hashlib.sha1(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:8]
         weights_id = f"{name}:{digest}:none"  # the shape is part of what random features depend on
 
     net = BlipVisionClassifier(vision, num_classes, name=name, drop_rate=drop_rate)

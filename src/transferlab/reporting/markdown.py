@@ -28,13 +28,13 @@ def ranking_table(df: pd.DataFrame) -> str:
         return "_No job finished successfully._\n"
     show_size = summary["train_size"].nunique() > 1
     head = ["#", "strategy", *(["train size"] if show_size else []), "test acc", "test F1 (macro)", "trainable params",
-            "trainable %", "fit time (s)", "train img/s", "peak mem (MB)", "checkpoint (MB)", "seeds"]  # fmt: skip
+            "trainable %", "fit time (s)", "train img/s", "peak mem (MB)", "fit mem increase (MB)", "checkpoint (MB)", "seeds"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, row in summary.iterrows():
         cells = [str(i + 1), row["label"], *([str(row["train_size"])] if show_size else []),
                  _pm(row, "test/acc", ".4f"), _pm(row, "test/f1_macro", ".4f"), _num(row.get("params/trainable"), ",.0f"),
                  _num(row.get("params/trainable_pct"), ".2f"), _pm(row, "time/fit_s", ".0f"),
-                 _num(row.get("throughput/train_samples_per_s"), ".0f"), _num(row.get("memory/peak_mb"), ".0f"),
+                 _num(row.get("throughput/train_samples_per_s"), ".0f"), _num(row.get("memory/peak_mb"), ".0f"), _num(row.get("memory/fit_increase_mb"), ".0f"),
                  _num(row.get("checkpoint/size_mb"), ".2f"), str(int(row["seeds"]))]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -48,7 +48,8 @@ def write_markdown(df: pd.DataFrame, path: Path, plots: list[Path], title: str) 
         f"{len(df)} jobs: {n_ok} succeeded, {len(df) - n_ok} failed or missing. Sorted by test accuracy "
         "(official test split); ± is the standard deviation over seeds. Fit time covers training and "
         "validation (for feature extraction, feature caching too); img/s counts training steps only; "
-        "peak memory is CUDA max allocated on GPU and peak resident memory on CPU.\n",
+        "peak memory is CUDA max allocated on GPU and peak resident memory on CPU; the increase is what the fit "
+        "added over what the process held before it (jobs of a sweep share one process).\n",
         ranking_table(df),
     ]
     failed = df[df["status"] != "ok"]

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure  # the OO API: no pyplot state, no backend switch for notebooks
 
-matplotlib.use("Agg")  # files only, no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from transferlab.reporting.collect import summarize  # noqa: E402
-from transferlab.utils.io import atomic_write  # noqa: E402
+from transferlab.reporting.collect import summarize
+from transferlab.utils.io import atomic_write
 
 _COLORS = {"feature_extraction": "tab:blue", "fine_tuning": "tab:orange", "lp_ft": "tab:red", "lora": "tab:green"}
 _MARKERS = "osD^v<>pP*hX"
@@ -21,7 +18,6 @@ _MARKERS = "osD^v<>pP*hX"
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     atomic_write(path, lambda p: fig.savefig(p, dpi=130, format="png"))
-    plt.close(fig)
     return path
 
 
@@ -42,7 +38,8 @@ def _scatter(
     data = summary.dropna(subset=[x, "test/acc"])
     if data.empty:
         return None
-    fig, ax = plt.subplots(figsize=(8.5, 5.2))
+    fig = Figure(figsize=(8.5, 5.2))
+    ax = fig.subplots()
     for i, (_, row) in enumerate(data.iterrows()):
         err = row.get("test/acc std", 0.0) if row["seeds"] > 1 else 0.0
         ax.errorbar(row[x], row["test/acc"], yerr=err, fmt=_MARKERS[i % len(_MARKERS)], markersize=9, capsize=3,
@@ -76,7 +73,8 @@ def _lora_heatmap(df: pd.DataFrame, path: Path) -> Path | None:
     if lora["r"].nunique() < 2 or lora["alpha"].nunique() < 2:
         return None
     grid = lora.pivot_table(index="alpha", columns="r", values="test/acc", aggfunc="mean").sort_index(ascending=False)
-    fig, ax = plt.subplots(figsize=(1.1 * grid.shape[1] + 3, 0.7 * grid.shape[0] + 2.5))
+    fig = Figure(figsize=(1.1 * grid.shape[1] + 3, 0.7 * grid.shape[0] + 2.5))
+    ax = fig.subplots()
     im = ax.imshow(grid.to_numpy(), cmap="viridis", aspect="auto")
     ax.set_xticks(range(grid.shape[1]), [str(int(c)) for c in grid.columns])
     ax.set_yticks(range(grid.shape[0]), [f"{a:g}" for a in grid.index])
@@ -98,7 +96,8 @@ def _train_size_plot(summary: pd.DataFrame, path: Path) -> Path | None:
         return None
     full = int(max(sizes)) * 2 if len(sizes) else 1
     data = summary.assign(n=summary["train_size"].map(lambda s: full if s == "all" else int(s)))
-    fig, ax = plt.subplots(figsize=(8.5, 5.2))
+    fig = Figure(figsize=(8.5, 5.2))
+    ax = fig.subplots()
     for label, rows in data.groupby("label", sort=False):
         rows = rows.sort_values("n")
         err = rows.get("test/acc std", None)

@@ -189,7 +189,7 @@ class TransferModule(LightningModule):
         if not groups:
             raise TransferlabError("Nothing is trainable. Check strategy.unfreeze / strategy.target_modules.")
         optimizer = self.optimizer_factory(groups)
-        total = int(self.trainer.estimated_stepping_batches) if self.trainer else 1
+        total = int(self._trainer.estimated_stepping_batches) if self._trainer is not None else 1
         scheduler = getattr(schedules, self.scheduler_name)(optimizer, total, warmup_fraction=self.warmup_fraction)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

@@ -65,9 +65,9 @@ class FeatureExtraction(TransferModule):
         cache_dir: str = ".cache",
         **kwargs,
     ):
-        net.set_submodule(
-            net.pretrained_cfg.get("classifier", "classifier"), make_head(head, net.num_features, num_classes)
-        )
+        # timm's pooled (pre-logits) width: head_hidden_size where a head conv widens it (MobileNetV3)
+        width = getattr(net, "head_hidden_size", None) or net.num_features
+        net.set_submodule(net.pretrained_cfg.get("classifier", "classifier"), make_head(head, width, num_classes))
         super().__init__(net, num_classes, **kwargs)
         self.cache_features = cache_features
         self.cache_dir = Path(cache_dir)
