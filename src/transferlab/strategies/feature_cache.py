@@ -44,6 +44,9 @@ class FeatureSet(Dataset):
         return self.features[idx], self.labels[idx]
 
 
+_STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+
+
 def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:20]
 
@@ -88,13 +91,17 @@ class FeatureCacheDataModule(LightningDataModule):
         return self.cache_dir / "features" / f"{key['dataset']}-{key['split']}-{_digest(key)}.safetensors"
 
     def setup(self, stage: str | None = None) -> None:
-        """Load each split's features from the cache, extracting those that are missing, corrupt or stale."""
-        if self.sets:
+        """Load the features of the splits ``stage`` uses from the cache, extracting those that are missing, corrupt or stale.
+
+        A fit extracts train and val only (the test split waits for ``trainer.test``); ``None`` means all three.
+        """
+        splits = [s for s in _STAGE_SPLITS.get(stage, ("train", "val", "test")) if s not in self.sets]
+        if not splits:
             return
         self.images.setup(stage)
         trainer = self.trainer
         rank0 = trainer is None or trainer.global_rank == 0
-        for split in ("train", "val", "test"):
+        for split in splits:
             key = self.cache_key(split)
             path = self.path_for(key)
             loaded = self._load(path, key) if rank0 else None
@@ -106,7 +113,8 @@ class FeatureCacheDataModule(LightningDataModule):
                 if not rank0:
                     loaded = self._load(path, key)
             self.sets[split] = FeatureSet(*loaded)
-        self.module.on_features_cached(self.sets["train"].features)
+        if "train" in splits:
+            self.module.on_features_cached(self.sets["train"].features)
 
     @staticmethod
     def _save(path: Path, key: dict, features: torch.Tensor, labels: torch.Tensor) -> None:

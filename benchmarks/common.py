@@ -1,0 +1,305 @@
+"""What every benchmark shares: real configs composed like the CLI does, product objects built from them,
+steady-state step timing, the machine record, and rich tables.
+
+Benchmarks never build models or data themselves: they compose ``configs/`` with Hydra's compose API
+(as tests/conftest.py does) and call ``transferlab.build``, so what they time is what ``transferlab.train``
+runs. Only the *reference* contenders (a bare PyTorch loop, a bare forward pass) are written here.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import platform
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from lightning import Callback, Trainer
+from lightning.pytorch.callbacks import RichProgressBar
+from omegaconf import DictConfig, open_dict
+from rich.console import Console
+from rich.table import Table
+
+from transferlab.build import build_trainer
+from transferlab.utils.setup import CONFIG_DIR, setup_environment
+
+setup_environment()
+console = Console(highlight=False)
+
+# The benchmark setting unless a benchmark says otherwise: real bundled EfficientNet-Lite0 weights and real
+# Fashion-MNIST at 64 px, the project's default callbacks, loggers off (nothing to disk but checkpoints).
+BASE_OVERRIDES = (
+    "model=efficientnet_lite0",
+    "model.weights=bundled",
+    "data=fashion_mnist",
+    "data.image_size=64",
+    "logger=none",
+    "seed=0",
+)
+
+
+def quiet() -> None:
+    """Keep Lightning's start-up chatter and well-known small-data warnings out of the benchmark tables."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "transferlab"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", module="lightning")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*number of training batches.*")
+
+
+def merge_overrides(*groups: Iterable[str]) -> list[str]:
+    """Hydra overrides in order, a later ``key=value`` replacing an earlier one for the same key."""
+    merged: dict[str, str] = {}
+    for group in groups:
+        for o in group:
+            merged[o.split("=", 1)[0].lstrip("+~")] = o
+    return list(merged.values())
+
+
+def compose_config(out_dir: str | Path, overrides: Iterable[str] = ()) -> DictConfig:
+    """``configs/train.yaml`` composed with the benchmark base and ``overrides``, all outputs under ``out_dir``."""
+    out = Path(out_dir)
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
+        cfg = compose(config_name="train", overrides=merge_overrides(BASE_OVERRIDES, overrides), return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out / "run")
+        cfg.paths.log_dir = str(out / "logs")
+        cfg.paths.cache_dir = str(out / "cache")
+        cfg.hydra.runtime.output_dir = str(out / "run")
+        cfg.hydra.job.num = 0
+        cfg.hydra.job.id = "0"
+    HydraConfig().set_config(cfg)
+    return cfg
+
+
+@contextmanager
+def workdir(prefix: str):
+    """A temporary folder for run outputs (checkpoints, feature caches), removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix=f"transferlab-bench-{prefix}-") as d:
+        yield Path(d)
+
+
+class _Discard(io.TextIOBase):
+    """A text stream that drops everything (a terminal nobody looks at)."""
+
+    def write(self, s: str) -> int:
+        return len(s)
+
+
+def make_trainer(cfg: DictConfig, *callbacks: Callback) -> Trainer:
+    """``transferlab.build.build_trainer`` (the project's default callbacks, loggers off) plus ``callbacks``.
+
+    The rich progress bar stays in and renders every step as on a terminal, but into a stream that drops
+    the output, so its cost is measured while the benchmark tables stay readable.
+    """
+    trainer = build_trainer(cfg, with_loggers=False)
+    for cb in trainer.callbacks:
+        if isinstance(cb, RichProgressBar):
+            cb._console_kwargs = {"file": _Discard(), "force_terminal": True, "width": 120}
+    trainer.callbacks.extend(callbacks)
+    return trainer
+
+
+def device_of(module) -> torch.device:
+    """The device a Lightning run of ``module`` uses (what ``accelerator: auto`` picks)."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def bare_train_step(module, datamodule, batches: list, device: torch.device | None = None) -> Callable[[int], None]:
+    """A plain PyTorch training step for ``module``'s network: no Lightning, no metrics, no logging.
+
+    Same network, loss, optimizer and LR schedule (the module's own ``configure_optimizers``), same
+    batch preprocessing (``datamodule.preprocess`` with augmentation, as ``on_after_batch_transfer``
+    does while training), the uint8 ``batches`` already in memory.
+    """
+    import torch.nn.functional as F
+
+    device = device or device_of(module)
+    module.to(device).train()
+    config = module.configure_optimizers()
+    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    batches = [(x.to(device), y.to(device)) for x, y in batches]
+    net, channels_last, smoothing = module.net, module.channels_last, module.label_smoothing
+
+    def step(i: int) -> None:
+        images, labels = batches[i % len(batches)]
+        x = datamodule.preprocess(images, augment=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        loss = F.cross_entropy(net(x), labels, label_smoothing=smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+
+    step.optimizer = optimizer
+    return step
+
+
+def take_batches(loader, n: int) -> list:
+    """The first ``n`` batches of ``loader`` (cycling over epochs if it is shorter), held in memory."""
+    out = []
+    while len(out) < n:
+        out += [b for _, b in zip(range(n - len(out)), loader, strict=False)]
+    return out
+
+
+def sync(device: torch.device | str | None = None) -> None:
+    """Wait for queued GPU work so wall-clock times are real (no-op on CPU)."""
+    if torch.cuda.is_available() and (device is None or torch.device(device).type == "cuda"):
+        torch.cuda.synchronize()
+
+
+class StepTimer(Callback):
+    """Wall time at every training batch start (and the last batch end).
+
+    The interval between two batch starts is one whole step as the trainer runs it: fetching and
+    preprocessing the batch, forward, backward, optimizer and scheduler, metrics, logging, callbacks.
+    """
+
+    def __init__(self):
+        self.marks: list[float] = []
+        self._device = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.marks, self._device = [], pl_module.device
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        sync(self._device)
+        self.marks.append(time.perf_counter())
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        sync(self._device)
+        self._last_end = time.perf_counter()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.marks.append(self._last_end)
+
+    def step_times(self, warmup: int) -> list[float]:
+        """Seconds of each step after the first ``warmup`` ones."""
+        return [b - a for a, b in zip(self.marks, self.marks[1:], strict=False)][warmup:]
+
+
+def timed_steps(step: Callable[[int], None], n: int, warmup: int, device=None) -> list[float]:
+    """Run ``step(i)`` ``warmup + n`` times; return the seconds of the last ``n`` (a bare loop's twin of StepTimer)."""
+    times = []
+    for i in range(warmup + n):
+        sync(device)
+        start = time.perf_counter()
+        step(i)
+        sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def alternate(contenders: dict[str, Callable[[], float | list[float]]], rounds: int) -> dict[str, list[float]]:
+    """Run every contender once per round, in turn (A, B, A, B, ...), and collect what each returns.
+
+    Interleaving spreads slow drifts of the machine (other jobs, clock, heat) over all contenders alike.
+    """
+    out: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, fn in contenders.items():
+            value = fn()
+            out[name].extend(value if isinstance(value, list) else [value])
+    return out
+
+
+def median(values: Sequence[float]) -> float:
+    """Median (robust to the odd step that another process interrupted)."""
+    return statistics.median(values) if values else float("nan")
+
+
+def tensor_bytes(obj) -> int:
+    """Bytes held by all tensors inside ``obj`` (nested dicts, lists, tuples)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
+
+
+def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Sum of tensor bytes in ``optimizer.state`` (AdamW: two moments per trainable tensor, plus step counters)."""
+    return sum(tensor_bytes(s) for s in optimizer.state.values())
+
+
+# --- the machine ------------------------------------------------------------------------------
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict:
+    """Where the numbers came from: CPU model, cores, torch and its threads, CUDA device, load and niceness."""
+    import lightning
+    import timm
+
+    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    info = {
+        "cpu_model": _cpu_model(),
+        "cpu_cores": cores,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda_device": cuda,
+        "lightning": lightning.__version__,
+        "timm": timm.__version__,
+        "python": platform.python_version(),
+        "nice": os.nice(0) if hasattr(os, "nice") else 0,
+        "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+    info["line"] = (
+        f"{info['cpu_model']}, {cores} cores, torch {info['torch']} ({info['torch_threads']} threads), "
+        f"CUDA: {cuda or 'none'}, nice {info['nice']}, load avg {info['load_avg_1m']:.2f} at start"
+    )
+    return info
+
+
+# --- output -----------------------------------------------------------------------------------
+def target(value: float, op: str, bound: float) -> dict:
+    """A target record: the value, the bound and whether it is met."""
+    met = value >= bound if op == ">=" else value <= bound
+    return {"value": round(value, 4), "target": f"{op} {bound}", "met": bool(met)}
+
+
+def table(title: str, columns: Sequence[str], rows: Iterable[Sequence], caption: str | None = None) -> None:
+    """Print a rich table (numbers right-aligned)."""
+    t = Table(title=title, caption=caption, title_justify="left", caption_justify="left")
+    for i, c in enumerate(columns):
+        t.add_column(c, justify="left" if i == 0 else "right")
+    for row in rows:
+        t.add_row(*[fmt(v) for v in row])
+    console.print(t)
+
+
+def fmt(v) -> str:
+    """Human formatting for table cells."""
+    if isinstance(v, bool) or v is None:
+        return {True: "[green]yes[/]", False: "[red]NO[/]", None: "-"}[v]
+    if isinstance(v, float):
+        if v != v:  # NaN
+            return "-"
+        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}" if abs(v) < 10 else f"{v:,.1f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)

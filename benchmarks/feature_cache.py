@@ -1,0 +1,175 @@
+"""feature_cache: the feature-extraction run with its feature cache (cold, then warm) vs the backbone in the loop.
+
+Contenders, all ``strategy=feature_extraction`` runs built exactly as ``transferlab.train`` builds them, timed
+from ``trainer.fit`` call to return (Lightning setup, caching or cache loading, every epoch with validation
+and checkpoints):
+
+- ``cold``: ``cache_features=true`` with an empty cache: extract features once, then train the head.
+- ``warm``: the same run again: features come from the cache files.
+- ``in_loop``: ``cache_features=false``: the frozen backbone runs on every batch of every epoch.
+- ``bare``: the physical limit of extraction: one frozen forward pass over the same images, already in
+  memory, same batch size and preprocessing, ``torch.inference_mode``, channels_last as configured.
+
+Ratios: ``warm_speedup_vs_in_loop`` = in_loop / warm (target >= 20), ``cold_vs_forward_limit`` =
+cold / (bare + head training) where head training = cold minus its extraction time (target <= 1.25).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import lightning as L
+import torch
+from omegaconf import OmegaConf
+
+from benchmarks.common import (
+    compose_config,
+    console,
+    make_trainer,
+    median,
+    quiet,
+    sync,
+    table,
+    target,
+    workdir,
+)
+from transferlab.build import build_datamodule, build_module
+from transferlab.callbacks import RunStats
+
+NAME = "feature_cache"
+TARGETS = {"warm_speedup_vs_in_loop": (">=", 20.0), "cold_vs_forward_limit": ("<=", 1.25)}
+
+
+def _fit(cfg) -> dict:
+    """One run as train.py does it (fit only): returns wall seconds of ``trainer.fit`` and its parts."""
+    shutil.rmtree(cfg.paths.output_dir, ignore_errors=True)  # fresh checkpoints/ each time; the cache stays
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg, datamodule.num_classes)  # num_classes loads the image source (outside the timer)
+    module.run_config = OmegaConf.to_container(cfg, resolve=True)
+    data = module.wrap_datamodule(datamodule)
+    trainer = make_trainer(cfg)
+    sync()
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=data)
+    sync()
+    total = time.perf_counter() - start
+    stats = next((cb.stats for cb in trainer.callbacks if isinstance(cb, RunStats)), {})
+    extract = getattr(data, "extract_seconds", 0.0)
+    sets = getattr(data, "sets", {})
+    return {
+        "fit_s": total,
+        "extract_s": extract,
+        "head_s": total - extract,
+        "extracted_images": sum(len(s) for s in sets.values()) if extract else 0,
+        "train_images": len(datamodule.train_set),
+        "val_images": len(datamodule.val_set),
+        "epochs": trainer.current_epoch,
+        "val_acc": float(trainer.callback_metrics.get("val/acc", float("nan"))),
+        "train_throughput": stats.get("throughput/train_samples_per_s", float("nan")),
+    }
+
+
+def _bare_forward(cfg, splits=("train", "val"), limit_batches: int | None = None) -> tuple[float, int]:
+    """Seconds for one frozen forward pass over ``splits`` (images already in memory), and the image count."""
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg, datamodule.num_classes)
+    net = module.net.eval().to(module.device)
+    batch = datamodule.eval_batch_size
+    channels_last = module.channels_last
+    chunks = []
+    for split in splits:
+        dataset = {"train": datamodule.train_set, "val": datamodule.val_set, "test": datamodule.test_set}[split]
+        images, _ = dataset.__getitems__(list(range(len(dataset))))
+        chunks += list(images.split(batch))
+    chunks = chunks[:limit_batches] if limit_batches else chunks
+    sync()
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for images in chunks:
+            x = datamodule.preprocess(images, augment=False)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            net.forward_head(net.forward_features(x), pre_logits=True)
+    sync()
+    return time.perf_counter() - start, sum(len(c) for c in chunks)
+
+
+def run(full: bool = False, train_size: int | None = None, epochs: int = 10, overrides=()) -> dict:
+    """Run the contenders interleaved; print a table; return the JSON section."""
+    quiet()
+    train_size = train_size or (10_000 if full else 1_000)
+    schedule = ["cold", "in_loop", "bare", "warm", "in_loop", "bare", "warm"] if full else [
+        "cold", "in_loop", "bare", "warm", "bare", "warm"]  # fmt: skip
+    settings = [f"data.train_size={train_size}", f"trainer.max_epochs={epochs}", "strategy=feature_extraction"]
+    with workdir(NAME) as tmp:
+        cached = compose_config(tmp / "cached", [*settings, *overrides])
+        in_loop = compose_config(tmp / "in_loop", [*settings, "strategy.cache_features=false", *overrides])
+        _bare_forward(cached, limit_batches=2)  # warm-up: kernels, allocator, imports (not recorded)
+        runs: dict[str, list[dict]] = {"cold": [], "warm": [], "in_loop": []}
+        bare: list[float] = []
+        for i, name in enumerate(schedule):
+            console.print(f"  [{i + 1}/{len(schedule)}] {name} ...", end="")
+            if name == "bare":
+                seconds, n_bare = _bare_forward(cached)
+                bare.append(seconds)
+            else:
+                result = _fit(in_loop if name == "in_loop" else cached)
+                runs[name].append(result)
+                seconds = result["fit_s"]
+            console.print(f" {seconds:.2f}s")
+
+    cold = runs["cold"][0]
+    warm_s, in_loop_s = median([r["fit_s"] for r in runs["warm"]]), median([r["fit_s"] for r in runs["in_loop"]])
+    bare_s = median(bare)
+    limit = bare_s + cold["head_s"]
+    result = {
+        "warm_speedup_vs_in_loop": in_loop_s / warm_s,
+        "cold_vs_forward_limit": cold["fit_s"] / limit,
+        "seconds": {
+            "cold_fit": cold["fit_s"],
+            "cold_extraction": cold["extract_s"],
+            "cold_head_training": cold["head_s"],
+            "warm_fit": warm_s,
+            "in_loop_fit": in_loop_s,
+            "bare_forward": bare_s,
+            "forward_limit": limit,
+        },
+        "images": {
+            "train": cold["train_images"],
+            "val": cold["val_images"],
+            "extracted_by_cold_fit": cold["extracted_images"],
+            "bare_forward": n_bare,
+        },
+        "throughput_img_per_s": {
+            "cold_extraction": cold["extracted_images"] / cold["extract_s"] if cold["extract_s"] else None,
+            "bare_forward": n_bare / bare_s,
+        },
+        "epochs": epochs,
+        "val_acc": {k: runs[k][0]["val_acc"] for k in runs},
+        "runs": {k: [round(r["fit_s"], 3) for r in v] for k, v in runs.items()} | {"bare": [round(b, 3) for b in bare]},
+    }
+    result["targets"] = {k: target(result[k], *TARGETS[k]) for k in TARGETS}
+    s = result["seconds"]
+    table(
+        f"feature_cache: feature extraction, {cold['train_images']} train + {cold['val_images']} val images, {epochs} epochs",
+        ["contender", "seconds", "vs warm", "notes"],
+        [
+            ["cold cache (extract + head)", s["cold_fit"], s["cold_fit"] / warm_s,
+             f"extraction {s['cold_extraction']:.2f}s over {cold['extracted_images']} images"],
+            ["warm cache (head only)", warm_s, 1.0, "features read from the cache"],
+            ["backbone in the loop", in_loop_s, in_loop_s / warm_s, "cache_features=false"],
+            ["bare forward (limit)", bare_s, bare_s / warm_s, f"{n_bare} images in memory, inference_mode"],
+        ],  # fmt: skip
+    )
+    _print_targets(result)
+    return result
+
+
+def _print_targets(result: dict) -> None:
+    table(
+        "feature_cache targets",
+        ["ratio", "value", "target", "met"],
+        [[k, v["value"], v["target"], v["met"]] for k, v in result["targets"].items()],
+    )
