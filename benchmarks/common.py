@@ -13,6 +13,7 @@ import logging
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 import warnings
@@ -34,7 +35,7 @@ from transferlab.build import build_trainer
 from transferlab.utils.setup import CONFIG_DIR, setup_environment
 
 setup_environment()
-console = Console(highlight=False)
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 150)  # logs: no 80-column squeeze
 
 # The benchmark setting unless a benchmark says otherwise: real bundled EfficientNet-Lite0 weights and real
 # Fashion-MNIST at 64 px, the project's default callbacks, loggers off (nothing to disk but checkpoints).

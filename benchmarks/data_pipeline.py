@@ -63,6 +63,7 @@ def run(
     loader_batches: int | None = None,
     rounds: int | None = None,
     warmup: int = 1,
+    train_size: int = 2000,
     overrides=(),
 ) -> dict:
     """Interleave loader and training-step rounds; print a table; return the JSON section."""
@@ -72,7 +73,7 @@ def run(
     rounds = rounds or (3 if full else 2)
     worker_options = [None, 2] if full else [None]  # None = as configured (data.num_workers)
     with workdir(NAME) as tmp:
-        cfg = compose_config(tmp, ["strategy=fine_tuning", "data.train_size=2000", *overrides])
+        cfg = compose_config(tmp, ["strategy=fine_tuning", f"data.train_size={train_size}", *overrides])
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         datamodule = build_datamodule(cfg)
         module = build_module(cfg, datamodule.num_classes)
@@ -84,7 +85,7 @@ def run(
         for workers in worker_options:
             name = f"loader (num_workers={datamodule.num_workers if workers is None else workers})"
             if workers is not None:
-                dm = build_datamodule(compose_config(tmp, ["data.train_size=2000", f"data.num_workers={workers}", *overrides]))
+                dm = build_datamodule(compose_config(tmp, [f"data.train_size={train_size}", f"data.num_workers={workers}", *overrides]))
                 dm.setup("fit")
             else:
                 dm = datamodule
