@@ -89,9 +89,8 @@ def build_module(cfg: DictConfig, num_classes: int) -> TransferModule:
         strategy_cfg.pop("name", None)
     module = _instantiate(strategy_cfg, net=net, num_classes=num_classes, _convert_="all")
     if cfg.model.get("compile"):
-        import torch
-
-        module.net = torch.compile(module.net)
+        # In-place Module.compile keeps parameter names (and so checkpoints) unchanged, unlike torch.compile(net).
+        module.net.compile()
     return module
 
 

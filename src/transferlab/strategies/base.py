@@ -158,8 +158,26 @@ class TransferModule(LightningModule):
             batch_size=len(y),
             sync_dist=stage != "train",
         )
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val", batch_size=len(y))
         return loss
+
+    def _log_epoch_metrics(self, metrics: MetricCollection, stage: str) -> None:
+        # Logged once per epoch, not as metric objects at every step: Lightning moves each logged metric's
+        # state to the device on every self.log call, a few ms per step that dominated head-only training on
+        # cached features (benchmarks/feature_cache). compute() syncs across processes itself.
+        self.log_dict(metrics.compute(), prog_bar=stage == "val", sync_dist=True)
+        metrics.reset()
+
+    def on_train_epoch_end(self) -> None:
+        """Log the epoch's training accuracy and F1."""
+        self._log_epoch_metrics(self.train_metrics, "train")
+
+    def on_validation_epoch_end(self) -> None:
+        """Log the epoch's validation accuracy and F1."""
+        self._log_epoch_metrics(self.val_metrics, "val")
+
+    def on_test_epoch_end(self) -> None:
+        """Log the test accuracy and F1."""
+        self._log_epoch_metrics(self.test_metrics, "test")
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         """One optimisation step's loss."""
