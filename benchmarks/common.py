@@ -72,7 +72,9 @@ def compose_config(out_dir: str | Path, overrides: Iterable[str] = ()) -> DictCo
     out = Path(out_dir)
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
-        cfg = compose(config_name="train", overrides=merge_overrides(BASE_OVERRIDES, overrides), return_hydra_config=True)
+        cfg = compose(
+            config_name="train", overrides=merge_overrides(BASE_OVERRIDES, overrides), return_hydra_config=True
+        )
     with open_dict(cfg):
         cfg.paths.output_dir = str(out / "run")
         cfg.paths.log_dir = str(out / "logs")

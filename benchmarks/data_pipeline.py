@@ -85,7 +85,9 @@ def run(
         for workers in worker_options:
             name = f"loader (num_workers={datamodule.num_workers if workers is None else workers})"
             if workers is not None:
-                dm = build_datamodule(compose_config(tmp, [f"data.train_size={train_size}", f"data.num_workers={workers}", *overrides]))
+                dm = build_datamodule(
+                    compose_config(tmp, [f"data.train_size={train_size}", f"data.num_workers={workers}", *overrides])
+                )
                 dm.setup("fit")
             else:
                 dm = datamodule

@@ -156,8 +156,12 @@ def run(full: bool = False, train_size: int | None = None, epochs: int = 10, ove
         f"feature_cache: feature extraction, {cold['train_images']} train + {cold['val_images']} val images, {epochs} epochs",
         ["contender", "seconds", "vs warm", "notes"],
         [
-            ["cold cache (extract + head)", s["cold_fit"], s["cold_fit"] / warm_s,
-             f"extraction {s['cold_extraction']:.2f}s over {cold['extracted_images']} images"],
+            [
+                "cold cache (extract + head)",
+                s["cold_fit"],
+                s["cold_fit"] / warm_s,
+                f"extraction {s['cold_extraction']:.2f}s over {cold['extracted_images']} images",
+            ],
             ["warm cache (head only)", warm_s, 1.0, "features read from the cache"],
             ["backbone in the loop", in_loop_s, in_loop_s / warm_s, "cache_features=false"],
             ["bare forward (limit)", bare_s, bare_s / warm_s, f"{n_bare} images in memory, inference_mode"],

@@ -38,9 +38,7 @@ NAME = "framework_overhead"
 TARGETS = {"throughput_ratio": (">=", 0.95)}
 
 
-def run(
-    full: bool = False, steps: int | None = None, rounds: int | None = None, warmup: int = 2, overrides=()
-) -> dict:
+def run(full: bool = False, steps: int | None = None, rounds: int | None = None, warmup: int = 2, overrides=()) -> dict:
     """Interleave Lightning and bare rounds; print a table; return the JSON section."""
     quiet()
     steps = steps or (20 if full else 6)
@@ -92,7 +90,13 @@ def run(
         f"({rounds} alternating rounds x {steps} steps after {warmup} warm-up)",
         ["contender", "median step (ms)", "steps/s", "samples/s", "vs bare"],
         [
-            ["Lightning + transferlab module", 1000 * lightning_s, 1 / lightning_s, batch / lightning_s, bare_s / lightning_s],
+            [
+                "Lightning + transferlab module",
+                1000 * lightning_s,
+                1 / lightning_s,
+                batch / lightning_s,
+                bare_s / lightning_s,
+            ],
             ["bare PyTorch loop", 1000 * bare_s, 1 / bare_s, batch / bare_s, 1.0],
         ],  # fmt: skip
         caption=f"throughput_ratio {result['throughput_ratio']:.3f} (target >= 0.95); "

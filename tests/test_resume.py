@@ -44,7 +44,7 @@ STRATEGIES = {
 def test_resume_after_kill_matches_uninterrupted(tmp_path, name, monkeypatch):
     from tests.conftest import TINY
 
-    base = [*TINY, *DETERMINISTIC, *STRATEGIES[name]]
+    base = [*TINY, *DETERMINISTIC, *STRATEGIES[name], "logger=csv"]
     full = compose_config(tmp_path / "full", base)
     train(full)
     expected = _metrics(full)
