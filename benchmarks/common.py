@@ -8,6 +8,7 @@ runs. Only the *reference* contenders (a bare PyTorch loop, a bare forward pass)
 
 from __future__ import annotations
 
+import gc
 import io
 import logging
 import os
@@ -165,14 +166,14 @@ def sync(device: torch.device | str | None = None) -> None:
 
 
 class StepTimer(Callback):
-    """Wall time at every training batch start (and the last batch end).
+    """Wall and process CPU time at every training batch start (and the last batch end).
 
     The interval between two batch starts is one whole step as the trainer runs it: fetching and
     preprocessing the batch, forward, backward, optimizer and scheduler, metrics, logging, callbacks.
     """
 
     def __init__(self):
-        self.marks: list[float] = []
+        self.marks: list[tuple[float, float]] = []
         self._device = None
 
     def on_train_start(self, trainer, pl_module) -> None:
@@ -180,44 +181,61 @@ class StepTimer(Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         sync(self._device)
-        self.marks.append(time.perf_counter())
+        self.marks.append(_now())
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         sync(self._device)
-        self._last_end = time.perf_counter()
+        self._last_end = _now()
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.marks.append(self._last_end)
 
+    def steps(self, warmup: int) -> dict[str, list[float]]:
+        """``{"wall": [...], "cpu": [...]}``: seconds of each step after the first ``warmup`` ones."""
+        pairs = list(zip(self.marks, self.marks[1:], strict=False))[warmup:]
+        return {"wall": [b[0] - a[0] for a, b in pairs], "cpu": [b[1] - a[1] for a, b in pairs]}
+
     def step_times(self, warmup: int) -> list[float]:
-        """Seconds of each step after the first ``warmup`` ones."""
-        return [b - a for a, b in zip(self.marks, self.marks[1:], strict=False)][warmup:]
+        """Wall seconds of each step after the first ``warmup`` ones."""
+        return self.steps(warmup)["wall"]
 
 
-def timed_steps(step: Callable[[int], None], n: int, warmup: int, device=None) -> list[float]:
-    """Run ``step(i)`` ``warmup + n`` times; return the seconds of the last ``n`` (a bare loop's twin of StepTimer)."""
-    times = []
+def _now() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def timed_steps(step: Callable[[int], None], n: int, warmup: int, device=None) -> dict[str, list[float]]:
+    """Run ``step(i)`` ``warmup + n`` times; wall and CPU seconds of the last ``n`` (a bare loop's StepTimer)."""
+    out: dict[str, list[float]] = {"wall": [], "cpu": []}
     for i in range(warmup + n):
         sync(device)
-        start = time.perf_counter()
+        wall, cpu = _now()
         step(i)
         sync(device)
         if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return times
+            end_wall, end_cpu = _now()
+            out["wall"].append(end_wall - wall)
+            out["cpu"].append(end_cpu - cpu)
+    return out
 
 
-def alternate(contenders: dict[str, Callable[[], float | list[float]]], rounds: int) -> dict[str, list[float]]:
-    """Run every contender once per round, in turn (A, B, A, B, ...), and collect what each returns.
+def alternate(contenders: dict[str, Callable[[], object]], rounds: int) -> dict[str, list]:
+    """Run every contender once per round, in turn (A, B, A, B, ...); what each returned, round by round.
 
-    Interleaving spreads slow drifts of the machine (other jobs, clock, heat) over all contenders alike.
+    Interleaving spreads slow drifts of the machine (other jobs, clock, heat) over all contenders alike,
+    and lets callers compare neighbouring rounds (paired ratios) rather than distant ones.
     """
-    out: dict[str, list[float]] = {name: [] for name in contenders}
+    out: dict[str, list] = {name: [] for name in contenders}
     for _ in range(rounds):
         for name, fn in contenders.items():
-            value = fn()
-            out[name].extend(value if isinstance(value, list) else [value])
+            gc.collect()  # outside every timer: no contender pays for another's garbage
+            out[name].append(fn())
     return out
+
+
+def paired_ratio(numerator: list[float], denominator: list[float]) -> float:
+    """Median over rounds of numerator[i] / denominator[i] (each a per-round value)."""
+    return median([a / b for a, b in zip(numerator, denominator, strict=True)])
 
 
 def median(values: Sequence[float]) -> float:

@@ -93,8 +93,8 @@ def run(
                 dm = datamodule
             state = loaders[name] = {}
             contenders[name] = lambda dm=dm, state=state: _loader_rate(dm, device, loader_batches, warmup, state)
-        contenders["train_step"] = lambda: [1 / t for t in timed_steps(step, steps, warmup, device)]
-        rates = alternate(contenders, rounds)
+        contenders["train_step"] = lambda: 1 / median(timed_steps(step, steps, warmup, device)["wall"])
+        rates = alternate(contenders, rounds)  # per round: batches/s of each loader, steps/s of training
         for state in loaders.values():  # stop persistent workers
             state.pop("loader", None)
 

@@ -16,6 +16,7 @@ cold / (bare + head training) where head training = cold minus its extraction ti
 
 from __future__ import annotations
 
+import gc
 import shutil
 import time
 
@@ -111,6 +112,7 @@ def run(full: bool = False, train_size: int | None = None, epochs: int = 10, ove
         bare: list[float] = []
         for i, name in enumerate(schedule):
             console.print(f"  [{i + 1}/{len(schedule)}] {name} ...", end="")
+            gc.collect()  # as between sweep jobs (utils/task.py): no run pays for the previous one's garbage
             if name == "bare":
                 seconds, n_bare = _bare_forward(cached)
                 bare.append(seconds)

@@ -104,9 +104,13 @@ def run(
     rounds: int | None = None,
     warmup: int = 1,
     infer_batches: int | None = None,
+    only: tuple[str, ...] | None = None,
     overrides=(),
 ) -> dict:
-    """Measure each flag on and off per device; print tables and verdicts; return the JSON section."""
+    """Measure each flag on and off per device; print tables and verdicts; return the JSON section.
+
+    ``only`` restricts the flags measured, e.g. ``only=("compile",)`` with ``full=True``.
+    """
     quiet()
     steps = steps or (10 if full else 2)
     rounds = rounds or (3 if full else 2)
@@ -120,7 +124,7 @@ def run(
             settings = [*base, f"data.train_size={batch * (warmup + steps + 1)}", "data.val_size=10",
                         "trainer.max_epochs=1", f"+trainer.max_steps={warmup + steps}"]  # fmt: skip
             defaults = compose_config(tmp, settings)
-            flags = _flags(full)
+            flags = {k: v for k, v in _flags(full).items() if only is None or k in only}
             contenders = {"defaults": _Contender(defaults, device, steps, warmup, infer_batches)}
             for flag, (key, on, off) in flags.items():
                 default_value = OmegaConf.select(defaults, key)
@@ -142,7 +146,7 @@ def run(
     ]
     result["defaults_ok"] = all(v["default_ok"] for dev in result["devices"].values() for v in dev["flags"].values())
     result["summary"] = verdicts
-    if not full:
+    if not full and (only is None or "compile" in only):
         for dev in result["devices"].values():
             dev["flags"]["compile"] = {"skipped": "quick mode (run `python -m benchmarks speed_options --full`)"}
         console.print("  compile: skipped in quick mode (compiling takes minutes on CPU); use --full")

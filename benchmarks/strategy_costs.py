@@ -13,6 +13,7 @@ LoRA and feature extraction checkpoints hold only trainable tensors (plus buffer
 
 from __future__ import annotations
 
+import gc
 import shutil
 from pathlib import Path
 
@@ -96,6 +97,7 @@ def run(
         for _ in range(rounds):
             for name, strategy in strategies.items():
                 cfg = compose_config(tmp / name.replace(" ", "_"), [*settings, *strategy, *overrides])
+                gc.collect()  # as between sweep jobs (utils/task.py): each fit starts from live memory only
                 results[name].append(_fit(cfg, warmup))
 
     table_rows, section = [], {}

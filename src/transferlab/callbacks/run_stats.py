@@ -23,11 +23,15 @@ def current_rss_mb() -> float:
 
 
 def _release_freed_memory() -> None:
-    """Return freed heap pages to the OS (glibc), so RSS reflects what is live before a fit starts."""
-    import ctypes
-    import gc
+    """Return freed heap pages to the OS (glibc), so RSS reflects what is live before a fit starts.
 
-    gc.collect()
+    No gc.collect() here: with torch, Lightning and timm loaded a full collection costs about 0.4 s of
+    CPU, a fifth of a warm feature-extraction fit (benchmarks/feature_cache). A sweep job's garbage is
+    collected when the job ends (utils/task.py); other code fitting repeatedly in one process should
+    call gc.collect() between fits.
+    """
+    import ctypes
+
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 

@@ -35,6 +35,8 @@ def pareto_front(cost: np.ndarray, acc: np.ndarray) -> np.ndarray:
 def _scatter(
     summary: pd.DataFrame, x: str, xlabel: str, title: str, path: Path, logx: bool, front: bool
 ) -> Path | None:
+    if x not in summary or "test/acc" not in summary:
+        return None
     data = summary.dropna(subset=[x, "test/acc"])
     if data.empty:
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import math
 import os
@@ -34,12 +35,25 @@ def _output_dir() -> Path | None:
     return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
 
 
+def _failed_value() -> float:
+    """What a failed sweep job returns: the worst value for an Optuna study (which rejects NaN and would
+    stop), NaN for other sweepers. The job's metrics.json records the failure either way."""
+    from hydra.core.hydra_config import HydraConfig
+
+    direction = str(HydraConfig.get().sweeper.get("direction", "")) if HydraConfig.initialized() else ""
+    if "max" in direction:
+        return -math.inf
+    if "min" in direction:
+        return math.inf
+    return math.nan
+
+
 def task_wrapper(fn: Callable[[DictConfig], dict]) -> Callable[[DictConfig], float | None]:
     """Wrap a task: run it, always close W&B, and turn failures into something the user can act on.
 
     - Single runs: a ``TransferlabError`` prints one line and exits 1 (``HYDRA_FULL_ERROR=1`` shows the traceback).
     - Sweeps: any failure is recorded in the job's ``metrics.json`` (status, error) and the sweep goes on;
-      the job returns NaN, which Optuna records as a failed trial without ending the study.
+      the job returns the worst possible value for Optuna (NaN otherwise), so the study goes on.
     Returns the config's ``optimized_metric`` for sweepers.
     """
 
@@ -58,9 +72,11 @@ def task_wrapper(fn: Callable[[DictConfig], dict]) -> Callable[[DictConfig], flo
             out = _output_dir()
             if out is not None:
                 atomic_write_json(out / "metrics.json", {"status": "failed", "error": message})
-            return math.nan
+            return _failed_value()
         finally:
             finish_wandb()
+            if _is_multirun():
+                gc.collect()  # free this job's reference cycles (module <-> trainer) before the next job's fit
         value = metrics.get(cfg.get("optimized_metric") or "", None)
         return float(value) if value is not None else None
 
