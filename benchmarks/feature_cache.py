@@ -10,8 +10,10 @@ and checkpoints):
 - ``bare``: the physical limit of extraction: one frozen forward pass over the same images, already in
   memory, same batch size and preprocessing, ``torch.inference_mode``, channels_last as configured.
 
-Ratios: ``warm_speedup_vs_in_loop`` = in_loop / warm (target >= 20), ``cold_vs_forward_limit`` =
-cold / (bare + head training) where head training = cold minus its extraction time (target <= 1.25).
+The runs are fits (train + val splits); a later ``trainer.test`` costs every contender the same one pass
+over the test split and is left out. Ratios: ``warm_speedup_vs_in_loop`` = in_loop / warm (target >= 20),
+``cold_vs_forward_limit`` = cold / (bare + head training), head training being the cold fit minus its
+extraction time (target <= 1.25).
 """
 
 from __future__ import annotations

@@ -55,7 +55,9 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
 @pytest.mark.slow
 def test_optuna_study_continues_after_failed_trials(tmp_path):
     # every trial fails (targets that match nothing): the study must still run all of them and end normally
-    sweep = _multirun(tmp_path, "hparams_search=lora_optuna", "hydra.sweeper.n_trials=3", "strategy.target_modules=[nope]")
+    sweep = _multirun(
+        tmp_path, "hparams_search=lora_optuna", "hydra.sweeper.n_trials=3", "strategy.target_modules=[nope]"
+    )
     results = pd.read_csv(sweep / "results.csv")
     assert len(results) == 3 and set(results["status"]) == {"failed"}
     assert all("matches no module" in e for e in results["error"])
