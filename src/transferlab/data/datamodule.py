@@ -1,0 +1,146 @@
+"""The one image-classification DataModule: a named source, seeded stratified splits, batch preprocessing."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+from lightning import LightningDataModule
+from torch.utils.data import DataLoader
+
+from transferlab.data.datasets import Subset, collate_pairs
+from transferlab.data.samplers import EpochShuffleSampler
+from transferlab.data.sources import SOURCES
+from transferlab.data.splits import split_indices
+from transferlab.data.transforms import BatchTransform
+from transferlab.utils.errors import TransferlabError, suggest
+
+log = logging.getLogger(__name__)
+
+
+class ImageDataModule(LightningDataModule):
+    """Real images from ``name`` (see ``SOURCES``), preprocessed the way the model expects.
+
+    The model's data config supplies ``image_size``, ``mean`` and ``std``; ``image_size`` set
+    here overrides the size. Batches leave the loader as uint8 and are resized, augmented
+    (train only) and normalised as whole batches in ``on_after_batch_transfer``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        root: str = "data",
+        download: bool = False,
+        num_classes: int | None = None,
+        train_size: int | None = None,
+        val_size: int | float = 0.1,
+        image_size: int | None = None,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        augment: bool = True,
+        min_crop_scale: float = 0.8,
+        on_bad_image: str = "error",
+        seed: int = 0,
+        mean: tuple[float, ...] = (0.5, 0.5, 0.5),
+        std: tuple[float, ...] = (0.5, 0.5, 0.5),
+        interpolation: str = "bilinear",
+    ):
+        super().__init__()
+        if name not in SOURCES:
+            raise TransferlabError(f"Unknown data source '{name}'.{suggest(name, SOURCES)} Known: {', '.join(SOURCES)}.")
+        if image_size is None:
+            raise TransferlabError("data.image_size is unset and no model filled it in. Set data.image_size=<pixels>.")
+        if batch_size < 1:
+            raise TransferlabError(f"data.batch_size={batch_size} must be at least 1.")
+        self.save_hyperparameters(logger=False)
+        self.name = name
+        self.root = Path(root).expanduser()
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.transform = BatchTransform(image_size, mean, std, interpolation, min_crop_scale=min_crop_scale)
+        self.augment = augment
+        self.train_set = self.val_set = self.test_set = None
+        self.classes: list[str] = []
+
+    # --- data -------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        """Load the source once and cut the seeded, stratified train/val subsets."""
+        if self.train_set is not None:
+            return
+        hp = self.hparams
+        train, test = SOURCES[self.name](
+            root=self.root, download=hp.download, image_size=hp.image_size, on_bad_image=hp.on_bad_image, seed=hp.seed
+        )
+        self.classes = list(train.classes)
+        if hp.num_classes is not None and hp.num_classes != len(self.classes):
+            raise TransferlabError(
+                f"data.num_classes={hp.num_classes} but {self.name} has {len(self.classes)} classes. "
+                f"Set data.num_classes={len(self.classes)} (or null to infer it)."
+            )
+        train_idx, val_idx = split_indices(torch.as_tensor(train.targets).numpy(), hp.train_size, hp.val_size, hp.seed)
+        self.train_set, self.val_set, self.test_set = Subset(train, train_idx), Subset(train, val_idx), test
+        log.info(
+            "Data %s: %d train / %d val / %d test images, %d classes",
+            self.name, len(self.train_set), len(self.val_set), len(self.test_set), self.num_classes,
+        )  # fmt: skip
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes, loading the source if needed."""
+        if not self.classes:
+            self.setup()
+        return len(self.classes)
+
+    # --- loaders ----------------------------------------------------------------------------
+    def _loader(self, dataset, shuffle: bool, batch_size: int, drop_last: bool = False) -> DataLoader:
+        workers = self.num_workers if self.num_workers >= 0 else min(8, os.cpu_count() or 1)
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=EpochShuffleSampler(len(dataset), self.hparams.seed) if shuffle else None,
+            drop_last=drop_last,
+            num_workers=workers,
+            persistent_workers=workers > 0,  # no worker start-up cost at every epoch
+            pin_memory=self.hparams.pin_memory,
+            collate_fn=collate_pairs,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training batches (uint8; preprocessed after transfer)."""
+        # drop_last keeps batch statistics sane when a tiny last batch would reach BatchNorm.
+        drop = len(self.train_set) > self.batch_size
+        return self._loader(self.train_set, shuffle=True, batch_size=self.batch_size, drop_last=drop)
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation batches, in a fixed order."""
+        return self._loader(self.val_set, shuffle=False, batch_size=self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        """The official test split, in a fixed order."""
+        return self._loader(self.test_set, shuffle=False, batch_size=self.eval_batch_size)
+
+    def eval_loader(self, split: str) -> DataLoader:
+        """An un-augmented, unshuffled loader over ``split`` (train, val or test): used to extract features."""
+        dataset = {"train": self.train_set, "val": self.val_set, "test": self.test_set}[split]
+        return self._loader(dataset, shuffle=False, batch_size=self.eval_batch_size)
+
+    def preprocess(self, images: torch.Tensor, augment: bool = False, seed: int | None = None) -> torch.Tensor:
+        """Turn a uint8 batch into the model's normalised input (``seed`` fixes the augmentation draw)."""
+        return self.transform(images, augment=augment and self.augment, seed=seed)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Preprocess on the device the batch just moved to; augment only while training.
+
+        The augmentation of each step is drawn from (seed, step, rank) alone, so a resumed run
+        augments exactly as the uninterrupted one would.
+        """
+        images, labels = batch
+        trainer = self.trainer
+        training = trainer is not None and trainer.training
+        seed = self.hparams.seed * 1_000_003 + trainer.global_step * 101 + trainer.global_rank if training else None
+        return self.preprocess(images, augment=training, seed=seed), labels

@@ -1,0 +1,98 @@
+"""Two dataset shapes that every source maps onto: images held in memory, or image files decoded on demand.
+
+Both yield uint8 CHW tensors and int labels, so one batch transform (resize, augment, normalise)
+serves every source and runs on whole batches, on the accelerator when there is one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+
+class TensorImages(Dataset):
+    """Images already decoded into one uint8 tensor (N, C, H, W), with their labels."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes: Sequence[str]):
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"expected uint8 images of shape (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+        self.images = images
+        self.labels = labels.long()
+        self.classes = list(classes)
+
+    @property
+    def targets(self) -> torch.Tensor:
+        """Labels of every sample, used for stratified splits."""
+        return self.labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return self.images[i], self.labels[i]
+
+    def __getitems__(self, indices: list[int]):
+        # DataLoader calls this with a whole batch of indices: one tensor index instead of
+        # batch_size Python calls plus a collate, which keeps loading far ahead of training.
+        idx = torch.as_tensor(indices)
+        return self.images[idx], self.labels[idx]
+
+
+class Subset(Dataset):
+    """A view of ``dataset`` restricted to ``indices`` that keeps the batched fast path."""
+
+    def __init__(self, dataset: Dataset, indices: Sequence[int]):
+        self.dataset = dataset
+        self.indices = torch.as_tensor(indices, dtype=torch.long)
+        self.classes = dataset.classes
+
+    @property
+    def targets(self) -> torch.Tensor:
+        """Labels of the samples in this subset."""
+        return torch.as_tensor(self.dataset.targets)[self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        return self.dataset[int(self.indices[i])]
+
+    def __getitems__(self, indices: list[int]):
+        real = self.indices[torch.as_tensor(indices)].tolist()
+        if hasattr(self.dataset, "__getitems__"):
+            return self.dataset.__getitems__(real)
+        return collate_pairs([self.dataset[i] for i in real])
+
+
+class FileImages(Dataset):
+    """Image files decoded one by one (in loader workers) and resized to a fixed square size."""
+
+    def __init__(self, files: Sequence[str], labels: Sequence[int], classes: Sequence[str], decode: Callable):
+        self.files = list(files)
+        self.labels = torch.as_tensor(labels, dtype=torch.long)
+        self.classes = list(classes)
+        self.decode = decode
+
+    @property
+    def targets(self) -> torch.Tensor:
+        """Labels of every sample, used for stratified splits."""
+        return self.labels
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        return self.decode(self.files[i]), self.labels[i]
+
+    def __getitems__(self, indices: list[int]):
+        return collate_pairs([self[i] for i in indices])
+
+
+def collate_pairs(samples):
+    """Stack a list of (image, label) pairs; a batch that is already stacked passes through."""
+    if isinstance(samples, tuple):
+        return samples
+    images, labels = zip(*samples, strict=True)
+    return torch.stack(images), torch.as_tensor(labels, dtype=torch.long)

@@ -1,0 +1,76 @@
+"""Image files on disk: scanning class folders, checking files up front, decoding to fixed-size uint8 tensors."""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from pathlib import Path
+
+import torch
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes
+from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms.v2 import functional as TF
+
+from transferlab.utils.errors import TransferlabError
+
+log = logging.getLogger(__name__)
+
+
+def _is_readable_image(path: Path) -> bool:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.verify()  # reads the structure without a full decode: cheap enough to run over a folder
+        return True
+    except Exception:
+        return False
+
+
+def scan_image_folder(root: Path, on_bad_image: str = "error") -> tuple[list[str], list[int], list[str]]:
+    """List (files, labels, classes) of a class-subfolder tree, checking each file is a readable image.
+
+    ``on_bad_image='skip'`` drops unreadable files with one warning naming them; ``'error'`` stops.
+    """
+    if on_bad_image not in ("skip", "error"):
+        raise TransferlabError(f"data.on_bad_image={on_bad_image!r} is not valid. Use 'skip' or 'error'.")
+    if not root.is_dir():
+        raise TransferlabError(f"Image folder {root} does not exist. Set data.root to a folder with one subfolder per class.")
+    try:
+        classes, class_to_idx = find_classes(str(root))
+    except FileNotFoundError as e:
+        raise TransferlabError(f"Image folder {root} has no class subfolders. Put each class's images in root/<class>/.") from e
+    if len(classes) < 2:
+        raise TransferlabError(f"Image folder {root} has only one class ({classes[0]}). Classification needs at least two class folders.")
+    files, labels, bad = [], [], []
+    for cls in classes:
+        for path in sorted(p for p in (root / cls).rglob("*") if p.is_file()):
+            if path.suffix.lower() in IMG_EXTENSIONS and _is_readable_image(path):
+                files.append(str(path))
+                labels.append(class_to_idx[cls])
+            else:
+                bad.append(str(path))
+    if bad and on_bad_image == "error":
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise TransferlabError(f"{len(bad)} unreadable or non-image file(s) in {root}: {shown}. Remove them or set data.on_bad_image=skip.")
+    if bad:
+        log.warning("Skipping %d unreadable or non-image file(s) in %s: %s", len(bad), root, ", ".join(bad))
+    if not files:
+        raise TransferlabError(f"Image folder {root} holds no readable images. Add .jpg/.png files under root/<class>/.")
+    present = set(labels)
+    empty = [c for c in classes if class_to_idx[c] not in present]
+    if empty:
+        raise TransferlabError(f"Class folder(s) {empty} in {root} hold no readable images. Add images or remove the folders.")
+    return files, labels, classes
+
+
+def decode_resized(path: str, size: int) -> torch.Tensor:
+    """Decode one image file to a uint8 RGB tensor resized to ``size`` x ``size``."""
+    data = torch.frombuffer(bytearray(Path(path).read_bytes()), dtype=torch.uint8)
+    image = decode_image(data, mode=ImageReadMode.RGB)
+    return TF.resize(image, [size, size], antialias=True)
+
+
+def make_decoder(size: int):
+    """A picklable decoder for loader workers."""
+    return partial(decode_resized, size=size)
