@@ -51,7 +51,9 @@ class ImageDataModule(LightningDataModule):
     ):
         super().__init__()
         if name not in SOURCES:
-            raise TransferlabError(f"Unknown data source '{name}'.{suggest(name, SOURCES)} Known: {', '.join(SOURCES)}.")
+            raise TransferlabError(
+                f"Unknown data source '{name}'.{suggest(name, SOURCES)} Known: {', '.join(SOURCES)}."
+            )
         if image_size is None:
             raise TransferlabError("data.image_size is unset and no model filled it in. Set data.image_size=<pixels>.")
         if batch_size < 1:

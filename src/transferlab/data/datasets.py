@@ -12,15 +12,11 @@ import torch
 from torch.utils.data import Dataset
 
 
-class TensorImages(Dataset):
-    """Images already decoded into one uint8 tensor (N, C, H, W), with their labels."""
+class TensorPairs(Dataset):
+    """Inputs and labels held in memory as two tensors, served a whole batch at a time."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes: Sequence[str]):
-        if images.dtype != torch.uint8 or images.ndim != 4:
-            raise ValueError(f"expected uint8 images of shape (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
-        self.images = images
-        self.labels = labels.long()
-        self.classes = list(classes)
+    def __init__(self, inputs: torch.Tensor, labels: torch.Tensor):
+        self.inputs, self.labels = inputs, labels.long()
 
     @property
     def targets(self) -> torch.Tensor:
@@ -31,13 +27,28 @@ class TensorImages(Dataset):
         return len(self.labels)
 
     def __getitem__(self, i: int):
-        return self.images[i], self.labels[i]
+        return self.inputs[i], self.labels[i]
 
     def __getitems__(self, indices: list[int]):
         # DataLoader calls this with a whole batch of indices: one tensor index instead of
         # batch_size Python calls plus a collate, which keeps loading far ahead of training.
         idx = torch.as_tensor(indices)
-        return self.images[idx], self.labels[idx]
+        return self.inputs[idx], self.labels[idx]
+
+
+class TensorImages(TensorPairs):
+    """Images already decoded into one uint8 tensor (N, C, H, W), with their labels."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes: Sequence[str]):
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"expected uint8 images of shape (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+        super().__init__(images, labels)
+        self.classes = list(classes)
+
+    @property
+    def images(self) -> torch.Tensor:
+        """The uint8 image tensor."""
+        return self.inputs
 
 
 class Subset(Dataset):

@@ -35,13 +35,19 @@ def scan_image_folder(root: Path, on_bad_image: str = "error") -> tuple[list[str
     if on_bad_image not in ("skip", "error"):
         raise TransferlabError(f"data.on_bad_image={on_bad_image!r} is not valid. Use 'skip' or 'error'.")
     if not root.is_dir():
-        raise TransferlabError(f"Image folder {root} does not exist. Set data.root to a folder with one subfolder per class.")
+        raise TransferlabError(
+            f"Image folder {root} does not exist. Set data.root to a folder with one subfolder per class."
+        )
     try:
         classes, class_to_idx = find_classes(str(root))
     except FileNotFoundError as e:
-        raise TransferlabError(f"Image folder {root} has no class subfolders. Put each class's images in root/<class>/.") from e
+        raise TransferlabError(
+            f"Image folder {root} has no class subfolders. Put each class's images in root/<class>/."
+        ) from e
     if len(classes) < 2:
-        raise TransferlabError(f"Image folder {root} has only one class ({classes[0]}). Classification needs at least two class folders.")
+        raise TransferlabError(
+            f"Image folder {root} has only one class ({classes[0]}). Classification needs at least two class folders."
+        )
     files, labels, bad = [], [], []
     for cls in classes:
         for path in sorted(p for p in (root / cls).rglob("*") if p.is_file()):
@@ -52,15 +58,21 @@ def scan_image_folder(root: Path, on_bad_image: str = "error") -> tuple[list[str
                 bad.append(str(path))
     if bad and on_bad_image == "error":
         shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
-        raise TransferlabError(f"{len(bad)} unreadable or non-image file(s) in {root}: {shown}. Remove them or set data.on_bad_image=skip.")
+        raise TransferlabError(
+            f"{len(bad)} unreadable or non-image file(s) in {root}: {shown}. Remove them or set data.on_bad_image=skip."
+        )
     if bad:
         log.warning("Skipping %d unreadable or non-image file(s) in %s: %s", len(bad), root, ", ".join(bad))
     if not files:
-        raise TransferlabError(f"Image folder {root} holds no readable images. Add .jpg/.png files under root/<class>/.")
+        raise TransferlabError(
+            f"Image folder {root} holds no readable images. Add .jpg/.png files under root/<class>/."
+        )
     present = set(labels)
     empty = [c for c in classes if class_to_idx[c] not in present]
     if empty:
-        raise TransferlabError(f"Class folder(s) {empty} in {root} hold no readable images. Add images or remove the folders.")
+        raise TransferlabError(
+            f"Class folder(s) {empty} in {root} hold no readable images. Add images or remove the folders."
+        )
     return files, labels, classes
 
 

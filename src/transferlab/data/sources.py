@@ -41,7 +41,9 @@ def _read_idx(path: Path) -> np.ndarray:
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if arr.size != int(np.prod(shape)):
-        raise TransferlabError(f"{path} is truncated ({arr.size} of {int(np.prod(shape))} values). Delete it and download it again.")
+        raise TransferlabError(
+            f"{path} is truncated ({arr.size} of {int(np.prod(shape))} values). Delete it and download it again."
+        )
     return arr.reshape(shape)
 
 
@@ -82,7 +84,9 @@ def fashion_mnist(root: Path, download: bool, **_) -> tuple[TensorImages, Tensor
         images = torch.from_numpy(_read_idx(_find_idx(folder, img_stem)).copy()).unsqueeze(1)
         labels = torch.from_numpy(_read_idx(_find_idx(folder, lbl_stem)).astype(np.int64))
         if len(images) != len(labels):
-            raise TransferlabError(f"Fashion-MNIST {split} files in {folder} disagree in length. Reinstall the dataset.")
+            raise TransferlabError(
+                f"Fashion-MNIST {split} files in {folder} disagree in length. Reinstall the dataset."
+            )
         splits.append(TensorImages(images, labels, FASHION_MNIST_CLASSES))
     return splits[0], splits[1]
 
@@ -140,21 +144,27 @@ def imagefolder(
     if (root / "train").is_dir():
         test_dir = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
         if test_dir is None:
-            raise TransferlabError(f"{root}/train exists but {root}/test does not. Add a test/ folder with the same class folders.")
+            raise TransferlabError(
+                f"{root}/train exists but {root}/test does not. Add a test/ folder with the same class folders."
+            )
         train_files, train_labels, classes = scan_image_folder(root / "train", on_bad_image)
         test_files, test_labels, test_classes = scan_image_folder(test_dir, on_bad_image)
         if test_classes != classes:
             raise TransferlabError(
                 f"{test_dir} has classes {test_classes} but {root}/train has {classes}. Use the same class folders in both."
             )
-        return FileImages(train_files, train_labels, classes, decode), FileImages(test_files, test_labels, classes, decode)
+        return FileImages(train_files, train_labels, classes, decode), FileImages(
+            test_files, test_labels, classes, decode
+        )
     files, labels, classes = scan_image_folder(root, on_bad_image)
     counts = np.bincount(labels)
     if counts.min() < 2:
         raise TransferlabError(
             f"Class '{classes[int(counts.argmin())]}' in {root} has one image; a held-out test split needs at least 2 per class."
         )
-    train_idx, test_idx = train_test_split(np.arange(len(files)), test_size=test_fraction, stratify=labels, random_state=seed)
+    train_idx, test_idx = train_test_split(
+        np.arange(len(files)), test_size=test_fraction, stratify=labels, random_state=seed
+    )
     pick = lambda idx, seq: [seq[i] for i in idx]  # noqa: E731
     return (
         FileImages(pick(train_idx, files), pick(train_idx, labels), classes, decode),

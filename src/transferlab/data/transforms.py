@@ -15,7 +15,15 @@ from torch import nn
 class BatchTransform(nn.Module):
     """Resize, (optionally) augment and normalise a uint8 batch (B, C, H, W)."""
 
-    def __init__(self, image_size: int, mean, std, interpolation: str = "bilinear", min_crop_scale: float = 0.8, flip: bool = True):
+    def __init__(
+        self,
+        image_size: int,
+        mean,
+        std,
+        interpolation: str = "bilinear",
+        min_crop_scale: float = 0.8,
+        flip: bool = True,
+    ):
         super().__init__()
         self.image_size = int(image_size)
         self.interpolation = interpolation
@@ -33,7 +41,9 @@ class BatchTransform(nn.Module):
             generator = torch.Generator(device=x.device).manual_seed(seed) if seed is not None else None
             x = self._random_crop_flip(x, generator)
         if x.shape[-2:] != (self.image_size, self.image_size):
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode=self.interpolation, antialias=True, align_corners=False)
+            x = F.interpolate(
+                x, size=(self.image_size, self.image_size), mode=self.interpolation, antialias=True, align_corners=False
+            )
             if self.interpolation == "bicubic":
                 x = x.clamp_(0.0, 1.0)  # bicubic overshoots at edges
         mean, std = self.mean.to(x.device), self.std.to(x.device)

@@ -18,30 +18,22 @@ from lightning import LightningDataModule
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from transferlab.data.datasets import collate_pairs
+from transferlab.data.datasets import TensorPairs, collate_pairs
 from transferlab.data.samplers import EpochShuffleSampler
 from transferlab.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
 
 
-class FeatureSet(Dataset):
-    """Feature vectors and labels held in memory, served a whole batch at a time."""
+class FeatureSet(TensorPairs):
+    """Feature vectors (N, D) and labels held in memory."""
 
-    def __init__(self, features: torch.Tensor, labels: torch.Tensor):
-        self.features, self.labels = features, labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int):
-        return self.features[i], self.labels[i]
-
-    def __getitems__(self, indices: list[int]):
-        idx = torch.as_tensor(indices)
-        return self.features[idx], self.labels[idx]
+    @property
+    def features(self) -> torch.Tensor:
+        """The feature matrix."""
+        return self.inputs
 
 
 _STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
