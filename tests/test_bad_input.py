@@ -176,3 +176,25 @@ def test_unwritable_output_root_names_the_fix(tmp_path):
 
     with pytest.raises(TransferlabError, match="Cannot create output folder"):
         atomic_write_text(blocker / "sub" / "a.txt", "x")
+
+
+def test_atomic_folder_swap_keeps_old_until_new_is_complete_and_uses_usual_modes(tmp_path):
+    from transferlab.utils import io
+
+    target = tmp_path / "adapter"
+    io.atomic_write_dir(target, lambda d: (d / "w.bin").write_bytes(b"old"))
+
+    def crash(d):
+        (d / "w.bin").write_bytes(b"half")
+        raise KeyboardInterrupt  # killed mid-write
+
+    with pytest.raises(KeyboardInterrupt):
+        io.atomic_write_dir(target, crash)
+    assert (target / "w.bin").read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["adapter"]  # no temp folder left behind
+    io.atomic_write_dir(target, lambda d: (d / "w.bin").write_bytes(b"new"))
+    assert (target / "w.bin").read_bytes() == b"new"
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o777 & ~mask  # not mkdtemp's private 0700
+    assert (target / "w.bin").stat().st_mode & 0o777 == 0o666 & ~mask

@@ -148,3 +148,16 @@ def test_augmentation_only_in_training():
     augmented = dm.preprocess(images, augment=True)
     assert torch.equal(plain_a, plain_b)
     assert not torch.allclose(plain_a, augmented)
+
+
+def test_augmentation_shards_match_the_global_batch_draw():
+    # A DDP rank holds every world_size-th sample of the global batch; each must get the single-process draw.
+    from transferlab.data.transforms import BatchTransform
+
+    transform = BatchTransform(32, mean=(0.5,) * 3, std=(0.5,) * 3, min_crop_scale=0.5)
+    images = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8)
+    whole = transform(images, augment=True, seed=7)
+    for rank in range(2):
+        part = transform(images[rank::2], augment=True, seed=7, shard=(rank, 2))
+        torch.testing.assert_close(part, whole[rank::2])
+    assert not torch.allclose(whole, transform(images, augment=False))  # it did augment

@@ -13,7 +13,8 @@ from transferlab.train import train
 
 KEYS = [
     "train/loss", "val/loss", "val/acc", "test/acc", "test/f1_macro", "params/trainable", "params/total",
-    "params/trainable_pct", "time/fit_s", "throughput/train_samples_per_s", "memory/peak_mb", "checkpoint/size_mb",
+    "params/trainable_pct", "time/fit_s", "throughput/train_samples_per_s", "memory/peak_mb", "memory/fit_increase_mb",
+    "checkpoint/size_mb", "time/run_s",
 ]  # fmt: skip
 
 
@@ -117,3 +118,33 @@ def test_lora_export_merges_and_loads_as_plain_timm(tiny_cfg, tmp_path):
     x = images.preprocess(next(iter(images.test_dataloader()))[0])
     with torch.no_grad():
         assert (adapted(x) - plain(x)).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ("strategy=feature_extraction", "strategy.cache_features=false"),
+        ("strategy=lora",),
+        ("strategy=fine_tuning", "strategy.unfreeze=last_n_blocks", "strategy.n_blocks=1"),
+    ],
+)
+def test_frozen_batchnorm_keeps_pretrained_stats_through_fit(tiny_cfg, overrides):
+    # Lightning does not call .train() on the module, so this must hold through a real fit, not only module.train().
+    from transferlab.build import build_datamodule, build_module, build_trainer
+
+    cfg = tiny_cfg(*overrides, "train=true", "test=false")
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("fit")
+    module = build_module(cfg, datamodule.num_classes)
+    frozen = {
+        n: m.running_mean.clone()
+        for n, m in module.net.named_modules()
+        if isinstance(m, torch.nn.BatchNorm2d) and not any(p.requires_grad for p in m.parameters(recurse=False))
+    }
+    trained = [n for n, m in module.net.named_modules() if isinstance(m, torch.nn.BatchNorm2d) and n not in frozen]
+    assert frozen
+    build_trainer(cfg, with_loggers=False).fit(module, datamodule=datamodule)
+    bns = dict(module.net.named_modules())
+    assert all(torch.equal(stats, bns[n].running_mean) for n, stats in frozen.items())
+    if "strategy=fine_tuning" in overrides:  # the unfrozen top block's BatchNorm does adapt
+        assert any(not torch.equal(bns[n].running_mean, torch.zeros_like(bns[n].running_mean)) for n in trained)

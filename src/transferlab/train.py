@@ -7,6 +7,7 @@ artifacts -> metrics.json. Sweeps (``-m``) run this once per job.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import hydra
@@ -50,6 +51,7 @@ def _resume_checkpoint(cfg: DictConfig) -> str | None:
 @task_wrapper
 def train(cfg: DictConfig) -> dict:
     """Fit and test the configured strategy; write metrics.json into the run dir and return the metrics."""
+    started = time.perf_counter()
     ckpt_path = _resume_checkpoint(cfg)
     out_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -73,6 +75,8 @@ def train(cfg: DictConfig) -> dict:
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
 
     metrics = collect_metrics(cfg, trainer, module, datamodule, fit_metrics)
+    # The whole job, data loading to test: what a sweep pays per job (interpreter start-up excluded).
+    metrics["time/run_s"] = time.perf_counter() - started
     log_run_to_loggers(trainer.loggers, cfg, metrics)
     if trainer.is_global_zero:
         if hasattr(module, "save_adapter"):

@@ -54,7 +54,8 @@ class _PeakSampler(threading.Thread):
 
 
 class RunStats(Callback):
-    """Records ``time/fit_s``, ``throughput/train_samples_per_s`` and ``memory/peak_mb`` into ``self.stats``.
+    """Records ``time/fit_s``, ``throughput/train_samples_per_s``, ``memory/peak_mb`` and
+    ``memory/fit_increase_mb`` (peak minus what the process held when the fit started) into ``self.stats``.
 
     Throughput counts only time spent inside training batches (forward, backward, step), so it
     compares strategies rather than validation or caching. Peak memory is CUDA's max allocated
@@ -93,11 +94,14 @@ class RunStats(Callback):
 
     def on_fit_end(self, trainer, pl_module) -> None:
         peak = torch.cuda.max_memory_allocated(pl_module.device) / 2**20 if self._cuda else self._sampler.stop()
+        baseline = self._baseline_cuda if self._cuda else self._baseline
         self.stats = {
             "time/fit_s": time.perf_counter() - self._fit_start,
             "time/train_s": self._train_time,
             "throughput/train_samples_per_s": self._samples / self._train_time if self._train_time else 0.0,
             "memory/peak_mb": peak,
+            # Jobs of a sweep share one process, so the peak alone also counts earlier jobs' leftovers.
+            "memory/fit_increase_mb": max(peak - baseline, 0.0),
         }
 
     def on_exception(self, trainer, pl_module, exception) -> None:

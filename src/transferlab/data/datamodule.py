@@ -11,7 +11,7 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader
 
 from transferlab.data.datasets import Subset, collate_pairs
-from transferlab.data.samplers import EpochShuffleSampler
+from transferlab.data.samplers import EpochShuffleSampler, process_shard
 from transferlab.data.sources import SOURCES
 from transferlab.data.splits import split_indices
 from transferlab.data.transforms import BatchTransform
@@ -43,6 +43,7 @@ class ImageDataModule(LightningDataModule):
         pin_memory: bool = False,
         augment: bool = True,
         min_crop_scale: float = 0.8,
+        hflip: bool = True,
         on_bad_image: str = "error",
         seed: int = 0,
         mean: tuple[float, ...] = (0.5, 0.5, 0.5),
@@ -64,7 +65,7 @@ class ImageDataModule(LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
-        self.transform = BatchTransform(image_size, mean, std, interpolation, min_crop_scale=min_crop_scale)
+        self.transform = BatchTransform(image_size, mean, std, interpolation, min_crop_scale=min_crop_scale, flip=hflip)
         self.augment = augment
         self.train_set = self.val_set = self.test_set = None
         self.classes: list[str] = []
@@ -101,10 +102,13 @@ class ImageDataModule(LightningDataModule):
     # --- loaders ----------------------------------------------------------------------------
     def _loader(self, dataset, shuffle: bool, batch_size: int, drop_last: bool = False) -> DataLoader:
         workers = self.num_workers if self.num_workers >= 0 else min(8, os.cpu_count() or 1)
+        sampler = (
+            EpochShuffleSampler(len(dataset), self.hparams.seed, *process_shard(self.trainer)) if shuffle else None
+        )
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            sampler=EpochShuffleSampler(len(dataset), self.hparams.seed) if shuffle else None,
+            sampler=sampler,
             drop_last=drop_last,
             num_workers=workers,
             persistent_workers=workers > 0,  # no worker start-up cost at every epoch
@@ -131,18 +135,24 @@ class ImageDataModule(LightningDataModule):
         dataset = {"train": self.train_set, "val": self.val_set, "test": self.test_set}[split]
         return self._loader(dataset, shuffle=False, batch_size=self.eval_batch_size)
 
-    def preprocess(self, images: torch.Tensor, augment: bool = False, seed: int | None = None) -> torch.Tensor:
-        """Turn a uint8 batch into the model's normalised input (``seed`` fixes the augmentation draw)."""
-        return self.transform(images, augment=augment and self.augment, seed=seed)
+    def preprocess(
+        self, images: torch.Tensor, augment: bool = False, seed: int | None = None, shard: tuple[int, int] = (0, 1)
+    ) -> torch.Tensor:
+        """Turn a uint8 batch into the model's normalised input (``seed`` fixes the augmentation draw,
+        ``shard=(rank, world_size)`` says which samples of the global batch these are)."""
+        return self.transform(images, augment=augment and self.augment, seed=seed, shard=shard)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """Preprocess on the device the batch just moved to; augment only while training.
 
-        The augmentation of each step is drawn from (seed, step, rank) alone, so a resumed run
-        augments exactly as the uninterrupted one would.
+        The augmentation of each step is drawn from (seed, step) alone, so a resumed run augments
+        exactly as the uninterrupted one would, and a DDP run as a single process with the same
+        global batch would (each rank takes its samples' share of the global draw).
         """
         images, labels = batch
         trainer = self.trainer
         training = trainer is not None and trainer.training
-        seed = self.hparams.seed * 1_000_003 + trainer.global_step * 101 + trainer.global_rank if training else None
-        return self.preprocess(images, augment=training, seed=seed), labels
+        if not training:
+            return self.preprocess(images), labels
+        seed = self.hparams.seed * 1_000_003 + trainer.global_step * 101
+        return self.preprocess(images, augment=True, seed=seed, shard=process_shard(trainer)), labels

@@ -112,6 +112,15 @@ class TransferModule(LightningModule):
                     m.eval()
         return self
 
+    def on_train_epoch_start(self) -> None:
+        """Apply the train/eval policy above at every epoch.
+
+        Lightning (>= 2.2) never calls ``.train()`` on the whole module: it keeps the modes the
+        module already has. Without this hook, frozen BatchNorm layers would train their stats.
+        Callbacks run first, so layers that gradual unfreezing just opened are covered too.
+        """
+        self.train()
+
     def param_counts(self) -> dict[str, float]:
         """Trainable and total parameter counts, and the trainable share in percent."""
         total = sum(p.numel() for p in self.net.parameters())

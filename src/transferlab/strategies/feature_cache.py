@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
 from transferlab.data.datasets import TensorPairs, collate_pairs
-from transferlab.data.samplers import EpochShuffleSampler
+from transferlab.data.samplers import EpochShuffleSampler, process_shard
 from transferlab.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -165,7 +165,8 @@ class FeatureCacheDataModule(LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         batch = self.images.batch_size if split == "train" else self.images.eval_batch_size
         drop = shuffle and len(self.sets[split]) > batch
-        sampler = EpochShuffleSampler(len(self.sets[split]), self.images.hparams.seed) if shuffle else None
+        n, seed = len(self.sets[split]), self.images.hparams.seed
+        sampler = EpochShuffleSampler(n, seed, *process_shard(self.trainer)) if shuffle else None
         return DataLoader(self.sets[split], batch_size=batch, sampler=sampler, drop_last=drop, collate_fn=collate_pairs)
 
     def train_dataloader(self) -> DataLoader:

@@ -65,6 +65,14 @@ def atomic_write_json(path: str | Path, data: Any) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def _usual_modes(directory: Path) -> None:
+    # mkdtemp makes a 0700 folder (and some writers 0600 files); give the tree the modes of a plain mkdir/open.
+    mask = _umask()
+    os.chmod(directory, 0o777 & ~mask)
+    for p in directory.rglob("*"):
+        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
+
+
 def atomic_write_dir(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Fill a temp folder with ``write(tmp_dir)``, then swap it in place of ``path``.
 
@@ -75,6 +83,7 @@ def atomic_write_dir(path: str | Path, write: Callable[[Path], None]) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         write(tmp)
+        _usual_modes(tmp)
         old = path.with_name(f".{path.name}.old")
         if path.exists():
             shutil.rmtree(old, ignore_errors=True)
