@@ -25,13 +25,13 @@ class EpochShuffleSampler(DistributedSampler):
 
     def __init__(self, n: int, seed: int = 0, rank: int = 0, world_size: int = 1):
         super().__init__(range(n), num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True)
-        self.n = n
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        order = torch.randperm(self.n, generator=generator)
-        usable = self.n - self.n % self.num_replicas  # every rank gets as many samples (DDP steps in lockstep)
+        n = len(self.dataset)
+        order = torch.randperm(n, generator=generator)
+        usable = n - n % self.num_replicas  # every rank gets as many samples (DDP steps in lockstep)
         return iter(order[:usable][self.rank :: self.num_replicas].tolist())
 
     def __len__(self) -> int:
-        return self.n // self.num_replicas
+        return len(self.dataset) // self.num_replicas

@@ -157,5 +157,4 @@ class GradualUnfreezing(BaseFinetuning):
         scheduler = pl_module.lr_schedulers()
         for group in pl_module.param_groups(names=new):
             schedules.add_param_group(optimizer, scheduler, group)
-        pl_module.train()  # re-evaluate which BatchNorm layers stay in eval mode
         log.info("Epoch %d: unfroze %d tensors. %s", epoch, len(new), pl_module.trainable_summary())
