@@ -4,16 +4,20 @@ Contenders, all ``strategy=feature_extraction`` runs built exactly as ``transfer
 from ``trainer.fit`` call to return (Lightning setup, caching or cache loading, every epoch with validation
 and checkpoints):
 
-- ``cold``: ``cache_features=true`` with an empty cache: extract features once, then train the head.
+- ``cold``: ``cache_features=true`` with an empty cache: extract features once (``extract_precision=auto``,
+  the default), then train the head.
+- ``cold_fp32``: the same with ``extract_precision=32``: what ``auto`` saves where it picks bf16.
 - ``warm``: the same run again: features come from the cache files.
 - ``in_loop``: ``cache_features=false``: the frozen backbone runs on every batch of every epoch.
 - ``bare``: the physical limit of extraction: one frozen forward pass over the same images, already in
-  memory, same batch size and preprocessing, ``torch.inference_mode``, channels_last as configured.
+  memory, same batch size and preprocessing, ``torch.inference_mode``, channels_last as configured, in
+  fp32 and (where the device computes bf16 natively) in bf16 autocast; the limit is the faster of the two.
 
 The runs are fits (train + val splits); a later ``trainer.test`` costs every contender the same one pass
 over the test split and is left out. Ratios: ``warm_speedup_vs_in_loop`` = in_loop / warm (target >= 20),
-``cold_vs_forward_limit`` = cold / (bare + head training), head training being the cold fit minus its
-extraction time (target <= 1.25).
+``cold_vs_forward_limit`` = cold / (fastest bare + head training), head training being the cold fit minus
+its extraction time (target <= 1.25), and ``auto_speedup_vs_fp32`` = cold_fp32 / cold (target >= 1.5 where
+``auto`` picks bf16; where it keeps fp32 the two runs are the same and there is no target).
 """
 
 from __future__ import annotations
@@ -39,9 +43,11 @@ from benchmarks.common import (
 )
 from transferlab.build import build_datamodule, build_module
 from transferlab.callbacks import RunStats
+from transferlab.utils import precision
 
 NAME = "feature_cache"
-TARGETS = {"warm_speedup_vs_in_loop": (">=", 20.0), "cold_vs_forward_limit": ("<=", 1.25)}
+TARGETS = {"warm_speedup_vs_in_loop": (">=", 20.0), "cold_vs_forward_limit": ("<=", 1.25),
+           "auto_speedup_vs_fp32": (">=", 1.5)}  # fmt: skip
 
 
 def _fit(cfg) -> dict:
@@ -74,8 +80,11 @@ def _fit(cfg) -> dict:
     }
 
 
-def _bare_forward(cfg, splits=("train", "val"), limit_batches: int | None = None) -> tuple[float, int]:
-    """Seconds for one frozen forward pass over ``splits`` (images already in memory), and the image count."""
+def _bare_forward(
+    cfg, splits=("train", "val"), limit_batches: int | None = None, pass_precision: str = "32"
+) -> tuple[float, int]:
+    """Seconds for one frozen forward pass over ``splits`` (images already in memory) in ``pass_precision``
+    ("32" or "bf16"), and the image count."""
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule.num_classes)
     net = module.net.eval().to(module.device)
@@ -89,7 +98,7 @@ def _bare_forward(cfg, splits=("train", "val"), limit_batches: int | None = None
     chunks = chunks[:limit_batches] if limit_batches else chunks
     sync()
     start = time.perf_counter()
-    with torch.inference_mode():
+    with torch.inference_mode(), precision.autocast(pass_precision, module.device):
         for images in chunks:
             x = datamodule.preprocess(images, augment=False)
             if channels_last:
@@ -100,44 +109,60 @@ def _bare_forward(cfg, splits=("train", "val"), limit_batches: int | None = None
 
 
 def run(full: bool = False, train_size: int | None = None, epochs: int = 10, overrides=()) -> dict:
-    """Run the contenders interleaved; print a table; return the JSON section."""
+    """Run the contenders interleaved; print a table; return the JSON section.
+
+    The issue's CPU budget is ``run(train_size=6000, epochs=3, overrides=["data.image_size=64"])``.
+    """
     quiet()
     train_size = train_size or (10_000 if full else 1_000)
-    schedule = ["cold", "in_loop", "bare", "warm", "in_loop", "bare", "warm"] if full else [
-        "cold", "in_loop", "bare", "warm", "bare", "warm"]  # fmt: skip
+    schedule = ["cold", "cold_fp32", "in_loop", "bare", "warm", "in_loop", "bare", "warm"] if full else [
+        "cold", "cold_fp32", "in_loop", "bare", "warm", "bare", "warm"]  # fmt: skip
     settings = [f"data.train_size={train_size}", f"trainer.max_epochs={epochs}", "strategy=feature_extraction"]
     with workdir(NAME) as tmp:
         cached = compose_config(tmp / "cached", [*settings, *overrides])
+        fp32 = compose_config(tmp / "cold_fp32", [*settings, *overrides, "strategy.extract_precision=32"])
         in_loop = compose_config(tmp / "in_loop", [*settings, "strategy.cache_features=false", *overrides])
-        _bare_forward(cached, limit_batches=2)  # warm-up: kernels, allocator, imports (not recorded)
-        runs: dict[str, list[dict]] = {"cold": [], "warm": [], "in_loop": []}
-        bare: list[float] = []
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        auto = precision.resolve(cached.strategy.extract_precision, device)
+        bare_precisions = ["32", "bf16"] if precision.native_bf16(device) else ["32"]
+        for p in bare_precisions:  # warm-up: kernels, allocator, imports (not recorded)
+            _bare_forward(cached, limit_batches=2, pass_precision=p)
+        runs: dict[str, list[dict]] = {"cold": [], "cold_fp32": [], "warm": [], "in_loop": []}
+        bare: dict[str, list[float]] = {p: [] for p in bare_precisions}
         for i, name in enumerate(schedule):
             console.print(f"  [{i + 1}/{len(schedule)}] {name} ...", end="")
             gc.collect()  # as between sweep jobs (utils/task.py): no run pays for the previous one's garbage
             if name == "bare":
-                seconds, n_bare = _bare_forward(cached)
-                bare.append(seconds)
-            else:
-                result = _fit(in_loop if name == "in_loop" else cached)
-                runs[name].append(result)
-                seconds = result["fit_s"]
-            console.print(f" {seconds:.2f}s")
+                times = []
+                for p in bare_precisions:
+                    seconds, n_bare = _bare_forward(cached, pass_precision=p)
+                    bare[p].append(seconds)
+                    times.append(f"{p} {seconds:.2f}s")
+                console.print(" " + ", ".join(times))
+                continue
+            result = _fit({"in_loop": in_loop, "cold_fp32": fp32}.get(name, cached))
+            runs[name].append(result)
+            console.print(f" {result['fit_s']:.2f}s")
 
-    cold = runs["cold"][0]
+    cold, cold_fp32 = runs["cold"][0], runs["cold_fp32"][0]
     warm_s, in_loop_s = median([r["fit_s"] for r in runs["warm"]]), median([r["fit_s"] for r in runs["in_loop"]])
-    bare_s = median(bare)
-    limit = bare_s + cold["head_s"]
+    bare_s = {p: median(v) for p, v in bare.items()}
+    fastest = min(bare_s, key=bare_s.get)
+    limit = bare_s[fastest] + cold["head_s"]
     result = {
         "warm_speedup_vs_in_loop": in_loop_s / warm_s,
         "cold_vs_forward_limit": cold["fit_s"] / limit,
+        "auto_speedup_vs_fp32": cold_fp32["fit_s"] / cold["fit_s"],
+        "extract_precision": {"auto_resolves_to": auto, "fastest_bare_pass": fastest},
         "seconds": {
             "cold_fit": cold["fit_s"],
             "cold_extraction": cold["extract_s"],
             "cold_head_training": cold["head_s"],
+            "cold_fp32_fit": cold_fp32["fit_s"],
+            "cold_fp32_extraction": cold_fp32["extract_s"],
             "warm_fit": warm_s,
             "in_loop_fit": in_loop_s,
-            "bare_forward": bare_s,
+            **{f"bare_forward_{p}": v for p, v in bare_s.items()},
             "forward_limit": limit,
         },
         "images": {
@@ -148,28 +173,49 @@ def run(full: bool = False, train_size: int | None = None, epochs: int = 10, ove
         },
         "throughput_img_per_s": {
             "cold_extraction": cold["extracted_images"] / cold["extract_s"] if cold["extract_s"] else None,
-            "bare_forward": n_bare / bare_s,
+            "cold_fp32_extraction": cold_fp32["extracted_images"] / cold_fp32["extract_s"]
+            if cold_fp32["extract_s"]
+            else None,
+            **{f"bare_forward_{p}": n_bare / v for p, v in bare_s.items()},
         },
         "epochs": epochs,
         "val_acc": {k: runs[k][0]["val_acc"] for k in runs},
-        "runs": {k: [round(r["fit_s"], 3) for r in v] for k, v in runs.items()} | {"bare": [round(b, 3) for b in bare]},
+        "runs": {k: [round(r["fit_s"], 3) for r in v] for k, v in runs.items()}
+        | {f"bare_{p}": [round(b, 3) for b in v] for p, v in bare.items()},
     }
-    result["targets"] = {k: target(result[k], *TARGETS[k]) for k in TARGETS}
+    targets = dict(TARGETS)
+    if auto != "bf16":  # auto keeps fp32 here: cold and cold_fp32 are the same run, nothing to beat
+        targets.pop("auto_speedup_vs_fp32")
+    result["targets"] = {k: target(result[k], *targets[k]) for k in targets}
     s = result["seconds"]
     table(
         f"feature_cache: feature extraction, {cold['train_images']} train + {cold['val_images']} val images, {epochs} epochs",
         ["contender", "seconds", "vs warm", "notes"],
         [
             [
-                "cold cache (extract + head)",
+                f"cold cache (extract + head), auto = {auto}",
                 s["cold_fit"],
                 s["cold_fit"] / warm_s,
                 f"extraction {s['cold_extraction']:.2f}s over {cold['extracted_images']} images",
             ],
+            [
+                "cold cache, extract_precision=32",
+                s["cold_fp32_fit"],
+                s["cold_fp32_fit"] / warm_s,
+                f"extraction {s['cold_fp32_extraction']:.2f}s",
+            ],
             ["warm cache (head only)", warm_s, 1.0, "features read from the cache"],
             ["backbone in the loop", in_loop_s, in_loop_s / warm_s, "cache_features=false"],
-            ["bare forward (limit)", bare_s, bare_s / warm_s, f"{n_bare} images in memory, inference_mode"],
-        ],  # fmt: skip
+            *[
+                [
+                    f"bare forward {p} (limit)" if p == fastest else f"bare forward {p}",
+                    v,
+                    v / warm_s,
+                    f"{n_bare} images in memory, inference_mode",
+                ]
+                for p, v in bare_s.items()
+            ],  # fmt: skip
+        ],
     )
     _print_targets(result)
     return result

@@ -9,7 +9,12 @@ device's defaults and with each flag flipped, then measures, alternating the con
   own precision context (what Lightning wraps validation and test in), eval batch size.
 
 Each flag gets a verdict (helps / hurts / neutral within 5%) and a check of the device default: a flag that
-makes training slower must not be on by default for that device. ``model.compile`` is measured only with
+makes training slower must not be on by default for that device.
+
+Inference defaults are judged too, on feature extraction's frozen pass (the bundled backbone's pooled
+features in eval mode, ``torch.inference_mode``): fp32 against bf16 autocast, alternating. A precision that
+makes the pass >= 1.3x faster at parity (pooled features within 10% relative norm) must be what
+``strategy.extract_precision=auto`` picks on that device, and ``auto`` must not pick a slower one. ``model.compile`` is measured only with
 ``--full`` (compiling takes minutes on CPU); quick mode reports it as skipped.
 """
 
@@ -34,9 +39,12 @@ from benchmarks.common import (
     workdir,
 )
 from transferlab.build import build_datamodule, build_module
+from transferlab.utils import precision
 
 NAME = "speed_options"
 NEUTRAL = 0.05  # within +-5%: neither helps nor hurts
+EXTRACT_SPEEDUP = 1.3  # a frozen-pass precision this much faster (at parity) must be auto's choice
+EXTRACT_PARITY = 0.10  # parity: pooled features within 10% relative norm of fp32's
 
 
 def _devices() -> list[tuple[str, str]]:
@@ -98,6 +106,59 @@ class _Contender:
         return median(times)
 
 
+class _FrozenPass:
+    """Feature extraction's frozen pass: the same images through the eval-mode backbone in fp32 and in bf16."""
+
+    def __init__(self, cfg, device: str, batches: int):
+        self.device, self.batches = torch.device(device), batches
+        datamodule = build_datamodule(cfg)
+        self.module = build_module(cfg, datamodule.num_classes).to(self.device).eval()
+        batch = datamodule.eval_batch_size
+        images = datamodule.val_set.__getitems__([i % len(datamodule.val_set) for i in range(batch)])[0]
+        self.x = datamodule.preprocess(images.to(self.device), augment=False)
+        self.times: dict[str, list[float]] = {"32": [], "bf16": []}
+        self.batch = batch
+
+    def features(self, pass_precision: str) -> torch.Tensor:
+        """Pooled features of the batch, as the cache would store them (fp32)."""
+        with precision.autocast(pass_precision, self.device):
+            return self.module.encode(self.x).float()
+
+    def round(self, pass_precision: str) -> float:
+        """One timed round of ``batches`` passes; returns its median batch time."""
+        times = []
+        for _ in range(self.batches + 1):  # the first pass warms up and is dropped
+            sync(self.device)
+            start = time.perf_counter()
+            self.features(pass_precision)
+            sync(self.device)
+            times.append(time.perf_counter() - start)
+        self.times[pass_precision] += times[1:]
+        return median(times[1:])
+
+    def verdict(self) -> dict:
+        """Speed-up of bf16 over fp32, feature parity, and whether ``auto`` picks the right one here."""
+        fp32, bf16 = median(self.times["32"]), median(self.times["bf16"])
+        reference = self.features("32")
+        rel = float((self.features("bf16") - reference).norm() / reference.norm())
+        speedup = fp32 / bf16
+        should_pick = "bf16" if speedup >= EXTRACT_SPEEDUP and rel <= EXTRACT_PARITY else "32"
+        auto = precision.resolve("auto", self.device)
+        # Wrong: auto leaves a >= 1.3x faster pass unused, or picks bf16 where it is slower than fp32.
+        default_ok = auto == should_pick or (auto == "bf16" and speedup >= 1 + NEUTRAL and rel <= EXTRACT_PARITY)
+        return {
+            "config_key": "strategy.extract_precision",
+            "fp32_img_per_s": self.batch / fp32,
+            "bf16_img_per_s": self.batch / bf16,
+            "bf16_speedup": speedup,
+            "feature_rel_diff": rel,
+            "auto_resolves_to": auto,
+            "native_bf16": precision.native_bf16(self.device),
+            "default_ok": default_ok,
+            "verdict": f"bf16 frozen pass {speedup:.2f}x fp32 at {100 * rel:.1f}% feature difference; auto -> {auto}",
+        }
+
+
 def run(
     full: bool = False,
     steps: int | None = None,
@@ -137,8 +198,21 @@ def run(
             for name, c in contenders.items():
                 jobs[f"{name}/train"] = c.train_round
                 jobs[f"{name}/infer"] = c.infer_round
+            frozen = None
+            if only is None or "extract_precision" in only:
+                fe_cfg = compose_config(tmp, [*settings, "strategy=feature_extraction"])
+                frozen = _FrozenPass(fe_cfg, device, infer_batches)
+                jobs["frozen pass fp32"] = lambda f=frozen: f.round("32")
+                jobs["frozen pass bf16"] = lambda f=frozen: f.round("bf16")
             alternate(jobs, rounds)
             result["devices"][device] = _summarise(device, defaults, flags, contenders, batch)
+            if frozen is not None:
+                entry = frozen.verdict()
+                result["devices"][device]["flags"]["extract_precision"] = entry
+                status = "[green]default OK[/]" if entry["default_ok"] else "[red]default WRONG[/]"
+                console.print(
+                    f"  extract_precision: auto -> {entry['auto_resolves_to']} -> {status}; {entry['verdict']}"
+                )
     verdicts = [
         f"{d}: {f} default {'OK' if v['default_ok'] else 'WRONG'} ({v['verdict']})"
         for d, dev in result["devices"].items()

@@ -48,3 +48,17 @@ def test_data_pipeline_returns_its_json_keys_on_tiny_input():
     assert isinstance(ratio, float) and math.isfinite(ratio) and ratio > 0
     assert result["targets"]["loader_vs_train_ratio"]["target"] == ">= 5.0"
     json.dumps(result)
+
+
+def test_feature_cache_compares_auto_with_fp32_and_takes_the_fastest_bare_pass(monkeypatch):
+    from transferlab.utils import precision
+
+    monkeypatch.setattr(precision, "native_bf16", lambda device: True)  # bf16 contenders on any CPU
+    result = benchmarks.load("feature_cache").run(train_size=300, epochs=1, overrides=[*TINY_BENCH, "data.val_size=50"])
+    assert result["extract_precision"]["auto_resolves_to"] == "bf16"
+    seconds = result["seconds"]
+    assert {"cold_fit", "cold_fp32_fit", "bare_forward_32", "bare_forward_bf16"} <= set(seconds)
+    fastest = min(seconds["bare_forward_32"], seconds["bare_forward_bf16"])
+    assert seconds["forward_limit"] == pytest.approx(fastest + seconds["cold_head_training"])
+    assert set(result["targets"]) == {"warm_speedup_vs_in_loop", "cold_vs_forward_limit", "auto_speedup_vs_fp32"}
+    json.dumps(result)

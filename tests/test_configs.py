@@ -55,3 +55,30 @@ def test_stable_user_facing_keys(tmp_path):
     ft = compose_config(tmp_path, ["strategy=fine_tuning"])
     assert ft.strategy.unfreeze == "all" and ft.strategy.head_lr == ft.strategy.lr
     assert cfg.model.weights == "bundled" and cfg.data.name == "fashion_mnist"
+
+
+@pytest.mark.parametrize("model", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
+@pytest.mark.parametrize(
+    ("variant", "strategy"), [("fe", "feature_extraction"), ("ft_all", "fine_tuning"), ("lora_r8", "lora")]
+)
+def test_backbone_ladder_jobs_compose(tmp_path, model, variant, strategy):
+    # each of the sweep's 9 jobs, as the sweeper composes it
+    cfg = compose_config(tmp_path, ["experiment=backbone_ladder", f"model={model}", f"+variant={variant}"])
+    OmegaConf.to_container(cfg, resolve=True)
+    assert cfg.model.name == f"tf_{model}" and cfg.model.weights == "bundled" and cfg.model.family == "efficientnet"
+    assert cfg.strategy.name == strategy and cfg.data.name == "fashion_mnist" and cfg.seed == 0
+    assert (cfg.data.train_size, cfg.data.image_size, cfg.trainer.max_epochs) == (6000, 64, 3)
+    if strategy == "lora":
+        assert (cfg.strategy.r, cfg.strategy.alpha) == (8, 16)
+    sweep = cfg.hydra.sweeper.params
+    assert sweep["model"] == "efficientnet_lite0,efficientnet_lite1,efficientnet_lite2"
+    assert sweep["+variant"] == "fe,ft_all,lora_r8"
+
+
+def test_bundled_models_use_their_native_input_size():
+    from transferlab.build import model_input_config
+
+    for n, size in [(0, 224), (1, 240), (2, 260)]:
+        spec = model_input_config(OmegaConf.load(Path(CONFIG_DIR) / "model" / f"efficientnet_lite{n}.yaml"))
+        assert spec["input_size"] == (3, size, size), n
+        assert spec["mean"] == spec["std"] == (0.5, 0.5, 0.5) and spec["interpolation"] == "bicubic"

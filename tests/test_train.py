@@ -49,10 +49,13 @@ def test_feature_cache_is_reused_and_rebuilt_when_corrupt(tiny_cfg, caplog):
     train(cfg)  # warm: no extraction at all
     assert "time/feature_extraction_s" not in _metrics(cfg)
     assert _metrics(cfg)["test/acc"] == pytest.approx(first["test/acc"])
-    files[0].write_bytes(files[0].read_bytes()[:100])  # corrupt one split
+    assert files[0].name.startswith("digits-test-")
+    files[0].write_bytes(files[0].read_bytes()[:100])  # corrupt the test split's file
     train(cfg)
     assert "corrupt" in caplog.text
-    assert _metrics(cfg)["time/feature_extraction_s"] > 0
+    rebuilt = _metrics(cfg)
+    assert rebuilt["time/test_feature_extraction_s"] > 0  # rebuilt, and not counted as fit time:
+    assert "time/feature_extraction_s" not in rebuilt  # train and val came from the cache
 
 
 def test_feature_cache_key_changes_with_image_size(tiny_cfg):

@@ -48,3 +48,29 @@ def test_wandb_failure_falls_back_and_training_goes_on(tiny_cfg, no_wandb_key, m
     with pytest.warns(UserWarning, match="simulated W&B outage"):
         train(cfg)
     assert json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())["status"] == "ok"
+
+
+@pytest.mark.slow
+def test_sweep_report_run_lands_in_the_jobs_group(tmp_path, no_wandb_key):
+    """Every offline run file of a 2-job sweep, the report run's included, carries the same group."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import TINY
+
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, "TRANSFERLAB_LOG_DIR": str(tmp_path / "logs"), "TRANSFERLAB_CACHE_DIR": str(tmp_path / "c")}
+    overrides = [o for o in TINY if not o.startswith("logger")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "transferlab.train", "-m", *overrides, "logger=wandb", "data.train_size=100",
+         "strategy=feature_extraction", "seed=0,1", "experiment_name=wbgroup", f"hydra.sweep.dir={sweep}"],
+        cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    group = f"wbgroup-{sweep.name}".encode()
+    files = sorted((tmp_path / "logs" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(files) == 3, files  # two jobs and the report
+    assert sum(b"report-sweep" in f.read_bytes() for f in files) == 1
+    for f in files:  # the run record (protobuf) holds the group as a plain string
+        assert group in f.read_bytes(), f

@@ -13,6 +13,7 @@ import hydra
 from omegaconf import DictConfig
 
 from transferlab.checkpoints import read_checkpoint, rebuild, run_config
+from transferlab.predictions import save_predictions
 from transferlab.utils.io import atomic_write_json
 from transferlab.utils.setup import CONFIG_DIR, setup_environment
 from transferlab.utils.task import task_wrapper
@@ -31,6 +32,7 @@ def evaluate(cfg: DictConfig) -> dict:
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=[], enable_checkpointing=False)
     results = trainer.test(module, datamodule=datamodule, ckpt_path=str(cfg.ckpt_path))[0]
     metrics = {**results, "ckpt_path": str(Path(cfg.ckpt_path).resolve()), "status": "ok"}
+    save_predictions(out_dir, module.test_predictions, test_set=train_cfg.data.name)
     atomic_write_json(out_dir / "metrics.json", metrics)
     log.info("test/acc=%.4f -> %s", metrics.get("test/acc", float("nan")), out_dir / "metrics.json")
     return metrics

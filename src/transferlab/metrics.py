@@ -35,6 +35,11 @@ def collect_metrics(cfg: DictConfig, trainer, module, datamodule, fit_metrics: d
         # Caching runs in Lightning's setup, before the fit timer starts; it is part of the strategy's cost.
         metrics["time/feature_extraction_s"] = datamodule.extract_seconds
         metrics["time/fit_s"] = metrics.get("time/fit_s", 0.0) + datamodule.extract_seconds
+    test_extract = getattr(datamodule, "extract_seconds_by_split", {}).get("test")
+    if test_extract:  # the test split's pass, like every strategy's test pass, is not fit time
+        metrics["time/test_feature_extraction_s"] = test_extract
+    if getattr(datamodule, "precision", None):
+        metrics["extract_precision"] = datamodule.precision  # what the cached features were computed in
     metrics["checkpoint/size_mb"] = _checkpoint_mb(trainer)
     metrics.update({
         "status": "ok",

@@ -1,4 +1,5 @@
-"""The comparison report of a sweep: results.csv, report.md and plots/, rebuilt from each job's metrics.json.
+"""The comparison report of a sweep: results.csv, ranking.csv, report.md, report.tex and plots/, rebuilt from each
+job's metrics.json and predictions.npz.
 
 Runs automatically at the end of every multirun (a Hydra callback), and by hand on any sweep dir,
 finished or partial: ``python -m transferlab.report logs/multiruns/<sweep>``.
@@ -17,8 +18,11 @@ log = logging.getLogger(__name__)
 
 
 def build_report(sweep_dir: str | Path) -> Path:
-    """Write results.csv, report.md and plots/ for ``sweep_dir``; return the report path."""
+    """Write results.csv, ranking.csv, report.md, report.tex and plots/ for ``sweep_dir``; return the report path."""
     from transferlab.reporting.collect import collect_results
+    from transferlab.reporting.comparison import compare_sweep
+    from transferlab.reporting.ladder import ladder_section, write_ladder_plot
+    from transferlab.reporting.latex import write_latex_tables
     from transferlab.reporting.markdown import write_markdown
     from transferlab.reporting.plots import write_plots
     from transferlab.utils.io import atomic_write
@@ -26,8 +30,15 @@ def build_report(sweep_dir: str | Path) -> Path:
     sweep_dir = Path(sweep_dir)
     results = collect_results(sweep_dir)
     atomic_write(sweep_dir / "results.csv", lambda p: results.to_csv(p, index=False))
-    plots = write_plots(results, sweep_dir / "plots")
-    report = write_markdown(results, sweep_dir / "report.md", plots, title=sweep_dir.name)
+    table = compare_sweep(results, sweep_dir)
+    if not table.empty:
+        atomic_write(sweep_dir / "ranking.csv", lambda p: table.to_csv(p, index=False))
+        write_latex_tables(table, sweep_dir / "report.tex")
+    plots = write_plots(results, table, sweep_dir / "plots")
+    ladder_plot = write_ladder_plot(results, sweep_dir / "plots")
+    plots += [ladder_plot] if ladder_plot else []
+    extra = ladder_section(results) if ladder_plot else ""
+    report = write_markdown(results, sweep_dir / "report.md", plots, title=sweep_dir.name, table=table, extra=extra)
     log.info("Report: %s (%d jobs)", report, len(results))
     return report
 

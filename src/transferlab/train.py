@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from transferlab.build import build_datamodule, build_module, build_trainer
 from transferlab.metrics import collect_metrics
+from transferlab.predictions import save_predictions
 from transferlab.utils.console import print_config_tree
 from transferlab.utils.errors import TransferlabError
 from transferlab.utils.instantiate import log_run_to_loggers
@@ -81,6 +82,8 @@ def train(cfg: DictConfig) -> dict:
     if trainer.is_global_zero:
         if hasattr(module, "save_adapter"):
             module.save_adapter(out_dir / "adapter")  # the best adapter: trainer.test loaded the best checkpoint
+        if module.test_predictions is not None:  # per-example, for the report's paired tests
+            save_predictions(out_dir, module.test_predictions, test_set=cfg.data.name)
         atomic_write_json(out_dir / "metrics.json", metrics)
         log.info("Wrote %s (test/acc=%s)", out_dir / "metrics.json", metrics.get("test/acc"))
     return metrics

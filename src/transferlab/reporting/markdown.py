@@ -1,4 +1,4 @@
-"""report.md: the ranking table (mean ± std over seeds), failed jobs, and the plots."""
+"""report.md: the ranking with 95% intervals, paired tests against the best arm and the tie group; failed jobs; plots."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from transferlab.reporting.collect import summarize
+from transferlab.reporting.comparison import NO_PREDICTIONS_HINT, compare_sweep, untested_without_predictions
+from transferlab.reporting.stats import NOTE_BEST, summary_sentence
 from transferlab.utils.io import atomic_write_text
 
 
@@ -21,37 +22,105 @@ def _num(v, fmt: str) -> str:
     return "–" if v is None or pd.isna(v) else f"{v:{fmt}}"
 
 
-def ranking_table(df: pd.DataFrame) -> str:
-    """The markdown ranking table of the successful jobs."""
-    summary = summarize(df)
-    if summary.empty:
+def _acc_interval(row) -> str:
+    if pd.isna(row.get("low")):
+        return f"{row['test/acc']:.4f}"
+    return f"{row['test/acc']:.4f} [{row['low']:.4f}, {row['high']:.4f}]"
+
+
+def _interval_kind(row) -> str:
+    kind = str(row.get("interval", "none"))
+    return {"none": "–"}.get(kind, kind.replace(" test examples", "").replace("bootstrap over", "bootstrap,"))
+
+
+def _tie(row) -> str:
+    if row.get("test_note") == NOTE_BEST:
+        return "best"
+    return {True: "yes", False: "no"}.get(row.get("tie_group"), "n/a")
+
+
+def _p(row) -> str:
+    p = row.get("p_holm")
+    if p is None or pd.isna(p):
+        return "–" if row.get("test_note") == NOTE_BEST else str(row.get("test_note", "n/a"))
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def ranking_table(df: pd.DataFrame, sweep_dir: str | Path, table: pd.DataFrame | None = None) -> str:
+    """The markdown ranking table of the successful jobs (``table``: :func:`compare_sweep`'s, computed if not given)."""
+    table = compare_sweep(df, sweep_dir) if table is None else table
+    if table.empty:
         return "_No job finished successfully._\n"
-    show_size = summary["train_size"].nunique() > 1
-    head = ["#", "strategy", *(["train size"] if show_size else []), "test acc", "test F1 (macro)", "trainable params",
-            "trainable %", "fit time (s)", "train img/s", "peak mem (MB)", "fit mem increase (MB)", "checkpoint (MB)", "seeds"]  # fmt: skip
+    show_size = table["train_size"].nunique() > 1
+    head = ["#", "strategy", *(["train size"] if show_size else []), "test acc [95% interval]", "interval",
+            "p (Holm) vs best", "tie with best", "test F1 (macro)", "trainable params", "trainable %", "fit time (s)",
+            "train img/s", "peak mem (MB)", "fit mem increase (MB)", "checkpoint (MB)", "seeds"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for i, row in summary.iterrows():
-        cells = [str(i + 1), row["label"], *([str(row["train_size"])] if show_size else []),
-                 _pm(row, "test/acc", ".4f"), _pm(row, "test/f1_macro", ".4f"), _num(row.get("params/trainable"), ",.0f"),
-                 _num(row.get("params/trainable_pct"), ".2f"), _pm(row, "time/fit_s", ".0f"),
-                 _num(row.get("throughput/train_samples_per_s"), ".0f"), _num(row.get("memory/peak_mb"), ".0f"), _num(row.get("memory/fit_increase_mb"), ".0f"),
-                 _num(row.get("checkpoint/size_mb"), ".2f"), str(int(row["seeds"]))]  # fmt: skip
+    for _, row in table.iterrows():
+        fit_time = _pm(row, "time/fit_s", ".0f") + (" (warm cache)" if row.get("feature_cache") == "warm" else "")
+        cells = [str(int(row["rank"])) if pd.notna(row.get("rank")) else "–", row["label"],
+                 *([str(row["train_size"])] if show_size else []), _acc_interval(row), _interval_kind(row), _p(row),
+                 _tie(row), _pm(row, "test/f1_macro", ".4f"), _num(row.get("params/trainable"), ",.0f"),
+                 _num(row.get("params/trainable_pct"), ".2f"), fit_time,
+                 _num(row.get("throughput/train_samples_per_s"), ".0f"), _num(row.get("memory/peak_mb"), ".0f"),
+                 _num(row.get("memory/fit_increase_mb"), ".0f"), _num(row.get("checkpoint/size_mb"), ".2f"),
+                 str(int(row["seeds"]))]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def write_markdown(df: pd.DataFrame, path: Path, plots: list[Path], title: str) -> Path:
-    """Write report.md atomically and return its path."""
+def summary_lines(table: pd.DataFrame) -> list[str]:
+    """The plain-language verdict, one line per training-set size."""
+    if table.empty:
+        return []
+    lines = []
+    for size, rows in table.groupby("train_size", sort=False):
+        rows = rows.reset_index(drop=True)
+        rows.attrs = table.attrs
+        prefix = f"**{size} training images:** " if table["train_size"].nunique() > 1 else ""
+        lines.append(f"- {prefix}{summary_sentence(rows)}")
+    return lines
+
+
+def _method_note(table: pd.DataFrame) -> str:
+    confidence = table.attrs.get("confidence", 0.95)
+    alpha = table.attrs.get("alpha", 0.05)
+    return (
+        f"Test accuracy with a {confidence:.0%} interval: a Student t interval over the per-seed accuracies for arms "
+        "with 2 or more seeds, otherwise a percentile bootstrap over the test examples (2,000 seeded resamples); "
+        "the `interval` column says which. Every arm is compared with the best arm on the same test examples by an "
+        "exact McNemar test (a binomial test on the examples exactly one of the two gets right); with several "
+        "seeds, seed k of one arm is paired with seed k of the other and the discordant counts are pooled into one "
+        f"test. The p-values are Holm-adjusted over the arms compared{' at each training-set size' if table['train_size'].nunique() > 1 else ''}; "
+        f"the **tie group** is the best arm and every arm not significantly worse than it at alpha = {alpha:g}. "
+        "Other columns: ± is the standard deviation over seeds."
+    )
+
+
+def write_markdown(
+    df: pd.DataFrame, path: Path, plots: list[Path], title: str, table: pd.DataFrame, extra: str = ""
+) -> Path:
+    """Write report.md atomically and return its path (``table``: :func:`compare_sweep`'s; ``extra``: more sections)."""
     n_ok = int((df["status"] == "ok").sum())
     parts = [
         f"# Strategy comparison: {title}\n",
         f"{len(df)} jobs: {n_ok} succeeded, {len(df) - n_ok} failed or missing. Sorted by test accuracy "
-        "(official test split); ± is the standard deviation over seeds. Fit time covers training and "
-        "validation (for feature extraction, feature caching too); img/s counts training steps only; "
-        "peak memory is CUDA max allocated on GPU and peak resident memory on CPU; the increase is what the fit "
-        "added over what the process held before it (jobs of a sweep share one process).\n",
-        ranking_table(df),
+        "(official test split). Fit time covers training and validation (for feature extraction, feature caching "
+        "of the training and validation images too; a job that found its features cached is marked *warm cache*); "
+        "img/s counts training steps only; peak memory is CUDA max allocated on GPU and peak resident memory on "
+        "CPU; the increase is what the fit added over what the process held before it (jobs of a sweep share one "
+        "process).\n",
+        ranking_table(df, path.parent, table),
     ]
+    if not table.empty:
+        parts += ["**What the tests say:**\n", *summary_lines(table), "", _method_note(table) + "\n"]
+        if untested_without_predictions(table):
+            parts.append(f"_{NO_PREDICTIONS_HINT}_\n")
+        precision = df.get("extract_precision")
+        if precision is not None and precision.notna().any():
+            used = ", ".join(sorted({"fp32" if p in ("32", 32) else str(p) for p in precision.dropna()}))
+            parts.append(f"Feature extraction's frozen pass ran in {used} (`strategy.extract_precision`); the cached "
+                         "features are stored in fp32 and the head trains in fp32.\n")  # fmt: skip
     failed = df[df["status"] != "ok"]
     if not failed.empty:
         parts.append("## Failed jobs\n")
@@ -60,8 +129,10 @@ def write_markdown(df: pd.DataFrame, path: Path, plots: list[Path], title: str) 
             error = str(row["error"]).replace("|", "\\|").replace("\n", " ")[:300]
             parts.append(f"| {row['job']} | `{row['overrides']}` | {row['status']} | {error} |")
         parts.append("")
+    if extra:
+        parts.append(extra)
     if plots:
         parts.append("## Plots\n")
         parts += [f"![{p.stem}](plots/{p.name})\n" for p in plots]
-    parts.append("Per-job rows with every metric: `results.csv`.\n")
+    parts.append("Per-job rows with every metric: `results.csv`; the ranking as a LaTeX table: `report.tex`.\n")
     return atomic_write_text(path, "\n".join(parts))

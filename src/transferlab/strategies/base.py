@@ -63,6 +63,7 @@ class TransferModule(LightningModule):
                     m.momentum = bn_momentum
         self.head_name = classifier_name(net)
         self.run_config: dict | None = None  # the resolved run config, stored in checkpoints by train.py
+        self.test_predictions: dict | None = None  # per-example test predictions, set by the last test pass
         # Frozen pretrained tensors are left out of checkpoints when their weights source can rebuild them.
         self.slim_checkpoints = False
         metrics = MetricCollection(
@@ -148,7 +149,7 @@ class TransferModule(LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
-    def _step(self, batch, metrics: MetricCollection, stage: str) -> torch.Tensor:
+    def _step(self, batch, metrics: MetricCollection, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = batch
         logits = self(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing if stage == "train" else 0.0)
@@ -167,7 +168,7 @@ class TransferModule(LightningModule):
             batch_size=len(y),
             sync_dist=stage != "train",
         )
-        return loss
+        return loss, logits
 
     def _log_epoch_metrics(self, metrics: MetricCollection, stage: str) -> None:
         # Logged once per epoch, not as metric objects at every step: Lightning moves each logged metric's
@@ -184,21 +185,35 @@ class TransferModule(LightningModule):
         """Log the epoch's validation accuracy and F1."""
         self._log_epoch_metrics(self.val_metrics, "val")
 
+    def on_test_epoch_start(self) -> None:
+        """Start collecting this test pass's per-example predictions."""
+        self._test_batches: list[tuple[torch.Tensor, ...]] = []
+
     def on_test_epoch_end(self) -> None:
-        """Log the test accuracy and F1."""
+        """Log the test accuracy and F1, and keep the per-example predictions in ``test_predictions``."""
         self._log_epoch_metrics(self.test_metrics, "test")
+        pred, prob, target = (torch.cat(parts) for parts in zip(*self._test_batches, strict=True))
+        self._test_batches = []
+        if self.trainer.world_size > 1:
+            # Lightning's distributed test sampler deals example i to rank i % world_size (padding the last
+            # round), so stacking the ranks' lists column by column restores the dataset's order.
+            n = len(self.trainer.test_dataloaders.dataset)
+            pred, prob, target = (self.all_gather(t).T.reshape(-1)[:n] for t in (pred, prob, target))
+        self.test_predictions = {"pred": pred.cpu().numpy(), "target": target.cpu().numpy(), "prob": prob.cpu().numpy()}
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         """One optimisation step's loss."""
-        return self._step(batch, self.train_metrics, "train")
+        return self._step(batch, self.train_metrics, "train")[0]
 
     def validation_step(self, batch, batch_idx: int) -> None:
         """Accumulate validation loss and metrics."""
         self._step(batch, self.val_metrics, "val")
 
     def test_step(self, batch, batch_idx: int) -> None:
-        """Accumulate test metrics."""
-        self._step(batch, self.test_metrics, "test")
+        """Accumulate test metrics and each example's predicted class, its probability and the true label."""
+        _, logits = self._step(batch, self.test_metrics, "test")
+        prob, pred = logits.detach().float().softmax(-1).max(-1)
+        self._test_batches.append((pred, prob, batch[1]))
 
     # --- optimisation -----------------------------------------------------------------------
     def param_groups(self) -> list[dict]:

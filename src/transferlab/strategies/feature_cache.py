@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from transferlab.data.datasets import TensorPairs, collate_pairs
 from transferlab.data.samplers import EpochShuffleSampler, process_shard
+from transferlab.utils import precision
 from transferlab.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,16 @@ class FeatureCacheDataModule(LightningDataModule):
         self.module = module
         self.cache_dir = Path(cache_dir)
         self.sets: dict[str, FeatureSet] = {}
-        self.extract_seconds = 0.0
+        self.extract_seconds_by_split: dict[str, float] = {}
+        self.precision: str | None = None  # "32" or "bf16": module.extract_precision resolved for the run's device
+
+    @property
+    def extract_seconds(self) -> float:
+        """Seconds spent extracting the fit's splits (train, val): part of the strategy's training cost.
+
+        The test split's extraction is left out, as every strategy's test pass is left out of its fit time.
+        """
+        return sum(t for split, t in self.extract_seconds_by_split.items() if split != "test")
 
     @property
     def num_classes(self) -> int:
@@ -76,6 +86,7 @@ class FeatureCacheDataModule(LightningDataModule):
             "split": split if split == "test" else "train",  # val is a subset of the train split
             "indices": _digest(torch.as_tensor(indices).tolist()),
             "n": len(dataset),
+            "precision": self.precision,  # bf16 features never serve an fp32 request, nor the reverse
         }
 
     def path_for(self, key: dict) -> Path:
@@ -91,6 +102,7 @@ class FeatureCacheDataModule(LightningDataModule):
         if not splits:
             return
         self.images.setup(stage)
+        self.precision = precision.resolve(self.module.extract_precision, self._device())
         trainer = self.trainer
         rank0 = trainer is None or trainer.global_rank == 0
         for split in splits:
@@ -148,18 +160,21 @@ class FeatureCacheDataModule(LightningDataModule):
         feats, labels, seen, start = [], [], 0, time.perf_counter()
         columns = [TextColumn(f"[bold]Caching {split} features"), BarColumn(), TextColumn("{task.completed}/{task.total} images"),
                    TextColumn("{task.fields[speed]:.0f} img/s"), TimeRemainingColumn()]  # fmt: skip
-        with Progress(*columns, transient=True) as progress:
+        with Progress(*columns, transient=True) as progress, precision.autocast(self.precision, device):
             task = progress.add_task("extract", total=len(loader.dataset), speed=0.0)
             for images, y in loader:
                 x = self.images.preprocess(images.to(device, non_blocking=True), augment=False)
+                # Stored as fp32 whatever the pass ran in: the head, its standardisation and every cache
+                # file then share one dtype (bf16 values convert to fp32 exactly).
                 feats.append(self.module.encode(x).float().cpu())
                 labels.append(y)
                 seen += len(y)
                 progress.update(task, completed=seen, speed=seen / (time.perf_counter() - start))
         net.train(was_training).to(old_device)
         elapsed = time.perf_counter() - start
-        self.extract_seconds += elapsed
-        log.info("Extracted %d %s features in %.1fs (%.0f img/s)", seen, split, elapsed, seen / max(elapsed, 1e-9))
+        self.extract_seconds_by_split[split] = self.extract_seconds_by_split.get(split, 0.0) + elapsed
+        log.info("Extracted %d %s features in %.1fs (%.0f img/s, %s)", seen, split, elapsed, seen / max(elapsed, 1e-9),
+                 "bf16" if self.precision == "bf16" else "fp32")  # fmt: skip
         return torch.cat(feats), torch.cat(labels)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:

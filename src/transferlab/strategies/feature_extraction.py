@@ -9,6 +9,7 @@ from torch import nn
 
 from transferlab.strategies.base import TransferModule
 from transferlab.strategies.feature_cache import FeatureCacheDataModule
+from transferlab.utils import precision
 from transferlab.utils.errors import TransferlabError
 
 
@@ -63,6 +64,7 @@ class FeatureExtraction(TransferModule):
         head: str = "linear",
         cache_features: bool = True,
         cache_dir: str = ".cache",
+        extract_precision: str = "auto",
         **kwargs,
     ):
         # timm's pooled (pre-logits) width: head_hidden_size where a head conv widens it (MobileNetV3)
@@ -71,6 +73,7 @@ class FeatureExtraction(TransferModule):
         super().__init__(net, num_classes, **kwargs)
         self.cache_features = cache_features
         self.cache_dir = Path(cache_dir)
+        self.extract_precision = precision.check_choice(extract_precision)  # resolved per device by the cache
         self.slim_checkpoints = True  # the head is all that trained
         self.strict_loading = False
 

@@ -52,16 +52,23 @@ def wandb_settings() -> dict:
     return {"mode": "offline"} if offline else {}
 
 
+def sweep_group(cfg: DictConfig, sweep_dir) -> str:
+    """The W&B group of a sweep: experiment name + the sweep folder's name (its time stamp), whatever the launcher.
+
+    Its jobs and its report run both take it from here, so the report lands in the jobs' group.
+    """
+    from pathlib import Path
+
+    return f"{cfg.get('experiment_name') or cfg.get('task_name')}-{Path(sweep_dir).name}"
+
+
 def _sweep_group(cfg: DictConfig) -> str | None:
-    # One W&B group per sweep (experiment name + the sweep folder's time stamp), whatever the launcher.
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return None
-    from pathlib import Path
-
-    return f"{cfg.get('experiment_name') or cfg.get('task_name')}-{Path(HydraConfig.get().sweep.dir).name}"
+    return sweep_group(cfg, HydraConfig.get().sweep.dir)
 
 
 def instantiate_loggers(cfg: DictConfig | None, run_cfg: DictConfig | None = None) -> list[Logger]:

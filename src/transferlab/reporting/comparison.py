@@ -1,0 +1,62 @@
+"""A sweep's arms with their statistics: accuracy intervals, paired tests against the best arm, the tie group.
+
+Arms are compared within one training-set size (a sweep over sizes asks "which strategy wins at this size"),
+so each size is its own family of tests for Holm's correction.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from transferlab.predictions import load_predictions
+from transferlab.reporting.collect import summarize
+from transferlab.reporting.stats import arms_from_jobs, compare_arms
+
+ALPHA = 0.05
+NO_PREDICTIONS_HINT = (
+    "Jobs without predictions.npz (written by transferlab before per-example predictions existed) get intervals "
+    "from their seeds only and no paired test: re-run them, or run `python -m transferlab.eval "
+    "ckpt_path=<job>/checkpoints/last.ckpt hydra.run.dir=<job>` for each, to write their predictions."
+)
+
+
+def compare_sweep(df: pd.DataFrame, sweep_dir: str | Path, alpha: float = ALPHA) -> pd.DataFrame:
+    """``summarize(df)`` (means over seeds) joined with :func:`compare_arms` per training-set size, best first.
+
+    Adds ``acc``, ``low``, ``high``, ``interval``, ``rank``, ``p_value``, ``p_holm``, ``tie_group`` and
+    ``test_note`` to each arm; ``attrs`` holds alpha, the confidence level and the test's name.
+    """
+    summary = summarize(df)
+    if summary.empty:
+        return summary
+    ok = df[df["status"] == "ok"]
+    tables = []
+    for size, jobs in ok.groupby("train_size", sort=False):
+        records = []
+        for _, job in jobs.iterrows():
+            predictions = load_predictions(Path(sweep_dir) / str(job["job"]))
+            records.append({
+                "label": job["label"],
+                "seed": job["seed"],
+                "test/acc": job.get("test/acc"),
+                "pred": None if predictions is None else predictions["pred"],
+                "target": None if predictions is None else predictions["target"],
+            })  # fmt: skip
+        table = compare_arms(arms_from_jobs(records), alpha=alpha)
+        tables.append(table.assign(train_size=size))
+    stats = pd.concat(tables, ignore_index=True)
+    stats = stats.drop(columns="seeds")  # summarize counts the seeds already
+    merged = summary.merge(stats, on=["label", "train_size"], how="left")
+    size_order = {s: i for i, s in enumerate(ok["train_size"].drop_duplicates())}
+    merged = merged.sort_values(
+        ["train_size", "rank"], key=lambda c: c.map(size_order) if c.name == "train_size" else c, ignore_index=True
+    )
+    merged.attrs.update(tables[0].attrs)
+    return merged
+
+
+def untested_without_predictions(table: pd.DataFrame) -> bool:
+    """Whether some arm could not be tested because its jobs lack per-example predictions."""
+    return bool(table["test_note"].astype(str).str.contains("no predictions").any())
