@@ -33,6 +33,7 @@ from omegaconf import OmegaConf
 from benchmarks.common import (
     compose_config,
     console,
+    device_of,
     make_trainer,
     median,
     quiet,
@@ -87,7 +88,8 @@ def _bare_forward(
     ("32" or "bf16"), and the image count."""
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule.num_classes)
-    net = module.net.eval().to(module.device)
+    device = device_of(module)  # the device the product's extraction runs on (the trainer's)
+    net = module.net.eval().to(device)
     batch = datamodule.eval_batch_size
     channels_last = module.channels_last
     chunks = []
@@ -95,10 +97,10 @@ def _bare_forward(
         dataset = {"train": datamodule.train_set, "val": datamodule.val_set, "test": datamodule.test_set}[split]
         images, _ = dataset.__getitems__(list(range(len(dataset))))
         chunks += list(images.split(batch))
-    chunks = chunks[:limit_batches] if limit_batches else chunks
+    chunks = [c.to(device) for c in (chunks[:limit_batches] if limit_batches else chunks)]  # already on the device
     sync()
     start = time.perf_counter()
-    with torch.inference_mode(), precision.autocast(pass_precision, module.device):
+    with torch.inference_mode(), precision.autocast(pass_precision, device):
         for images in chunks:
             x = datamodule.preprocess(images, augment=False)
             if channels_last:

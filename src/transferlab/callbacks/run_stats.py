@@ -70,10 +70,12 @@ class RunStats(Callback):
     def on_fit_start(self, trainer, pl_module) -> None:
         self._fit_start = time.perf_counter()
         self._samples, self._train_time = 0, 0.0
-        self._cuda = pl_module.device.type == "cuda"
+        # Lightning (2.6) moves the module back to the CPU before on_fit_end: remember the fit's device now.
+        self._device = pl_module.device
+        self._cuda = self._device.type == "cuda"
         if self._cuda:
-            torch.cuda.reset_peak_memory_stats(pl_module.device)
-            self._baseline_cuda = torch.cuda.memory_allocated(pl_module.device) / 2**20
+            torch.cuda.reset_peak_memory_stats(self._device)
+            self._baseline_cuda = torch.cuda.memory_allocated(self._device) / 2**20
             self._sampler = None
         else:
             _release_freed_memory()
@@ -93,7 +95,7 @@ class RunStats(Callback):
         self._samples += len(batch[1]) * trainer.world_size
 
     def on_fit_end(self, trainer, pl_module) -> None:
-        peak = torch.cuda.max_memory_allocated(pl_module.device) / 2**20 if self._cuda else self._sampler.stop()
+        peak = torch.cuda.max_memory_allocated(self._device) / 2**20 if self._cuda else self._sampler.stop()
         baseline = self._baseline_cuda if self._cuda else self._baseline
         self.stats = {
             "time/fit_s": time.perf_counter() - self._fit_start,
