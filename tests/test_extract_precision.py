@@ -69,3 +69,15 @@ def test_bf16_features_are_stored_as_fp32_and_close_to_fp32(tiny_cfg):
     assert not torch.equal(runs["bf16"], runs["32"])  # the pass really ran in bf16
     rel = (runs["bf16"] - runs["32"]).norm() / runs["32"].norm()
     assert rel < 0.05, rel
+
+
+def test_bf16_evaluation_leaves_training_alone_and_keeps_test_accuracy(tiny_cfg):
+    runs = {}
+    for p in ("32", "bf16"):
+        cfg = tiny_cfg("strategy=fine_tuning", f"strategy.eval_precision={p}", "trainer.max_epochs=2")
+        train(cfg)
+        runs[p] = _metrics(cfg)
+    assert runs["bf16"]["train/loss"] == runs["32"]["train/loss"]  # training steps are untouched
+    assert abs(runs["bf16"]["test/acc"] - runs["32"]["test/acc"]) < 0.03
+    with pytest.raises(TransferlabError, match="strategy.eval_precision='half' is unknown"):
+        train.__wrapped__(tiny_cfg("strategy=lora", "strategy.eval_precision=half"))

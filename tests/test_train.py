@@ -93,6 +93,12 @@ def test_eval_reproduces_test_accuracy(tiny_cfg, tmp_path):
     evaluate(eval_cfg)
     evaluated = json.loads(Path(eval_cfg.paths.output_dir, "metrics.json").read_text())
     assert evaluated["test/acc"] == pytest.approx(trained["test/acc"], abs=1e-3)
+    # both write per-example predictions; eval's are the training run's own (same best checkpoint)
+    from transferlab.predictions import load_predictions
+
+    at_train, at_eval = load_predictions(cfg.paths.output_dir), load_predictions(eval_cfg.paths.output_dir)
+    assert (at_train["pred"] == at_train["target"]).mean() == pytest.approx(trained["test/acc"], abs=1e-6)
+    assert (at_eval["pred"] == at_train["pred"]).all() and (at_eval["target"] == at_train["target"]).all()
 
 
 def test_lora_export_merges_and_loads_as_plain_timm(tiny_cfg, tmp_path):

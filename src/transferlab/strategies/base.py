@@ -14,6 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from transferlab.models.backbone import classifier_name
 from transferlab.strategies import schedules
+from transferlab.utils import precision
 from transferlab.utils.errors import TransferlabError
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class TransferModule(LightningModule):
         freeze_bn: bool = True,
         bn_momentum: float | None = None,
         zero_init_head: bool = True,
+        eval_precision: str = "32",
     ):
         super().__init__()
         if lr is None or lr <= 0:
@@ -55,6 +57,9 @@ class TransferModule(LightningModule):
         self.weight_decay = weight_decay
         self.label_smoothing = label_smoothing
         self.freeze_bn = freeze_bn
+        # Validation and test passes only ("32" or "bf16"); training keeps the trainer's precision. On a CPU with
+        # native bf16, training in bf16 is slower (benchmarks/speed_options) but inference is faster.
+        self.eval_precision = precision.check_choice(eval_precision, key="strategy.eval_precision")
         if bn_momentum is not None:
             # TF-ported weights (tf_* in timm) use momentum 0.01: over a short fine-tune the running
             # stats would still mostly describe ImageNet, and evaluation would suffer.
@@ -207,11 +212,13 @@ class TransferModule(LightningModule):
 
     def validation_step(self, batch, batch_idx: int) -> None:
         """Accumulate validation loss and metrics."""
-        self._step(batch, self.val_metrics, "val")
+        with precision.autocast(precision.resolve(self.eval_precision, self.device), self.device):
+            self._step(batch, self.val_metrics, "val")
 
     def test_step(self, batch, batch_idx: int) -> None:
         """Accumulate test metrics and each example's predicted class, its probability and the true label."""
-        _, logits = self._step(batch, self.test_metrics, "test")
+        with precision.autocast(precision.resolve(self.eval_precision, self.device), self.device):
+            _, logits = self._step(batch, self.test_metrics, "test")
         prob, pred = logits.detach().float().softmax(-1).max(-1)
         self._test_batches.append((pred, prob, batch[1]))
 

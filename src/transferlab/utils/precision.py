@@ -1,4 +1,7 @@
-"""Which precision a frozen forward pass (feature extraction) runs in: ``auto``, ``32`` or ``bf16``.
+"""Which precision a frozen forward pass runs in: ``auto``, ``32`` or ``bf16``.
+
+Used for feature extraction's cache fill (``strategy.extract_precision``, default ``auto``) and, on request,
+for validation and test passes (``strategy.eval_precision``, default ``32``).
 
 ``auto`` picks bf16 where the device has native bf16 arithmetic, decided by a capability check
 rather than a timed probe: the check is instant, deterministic and testable, and native bf16 is exactly
@@ -32,11 +35,11 @@ def native_bf16(device: torch.device) -> bool:
     return False
 
 
-def check_choice(setting) -> str:
-    """``setting`` as one of ``CHOICES`` (YAML turns ``32`` into an int), or a one-line error."""
+def check_choice(setting, key: str = "strategy.extract_precision") -> str:
+    """``setting`` as one of ``CHOICES`` (YAML turns ``32`` into an int), or a one-line error naming ``key``."""
     value = str(setting)
     if value not in CHOICES:
-        raise TransferlabError(f"strategy.extract_precision={setting!r} is unknown. Use auto, 32 or bf16.")
+        raise TransferlabError(f"{key}={setting!r} is unknown. Use auto, 32 or bf16.")
     return value
 
 
