@@ -59,6 +59,8 @@ def _lora(*names: str) -> frozenset[str]:
 
 SPECS = [
     Spec("efficientnet_lite0", 3_371_008, 1280, 7, _lora("conv_pw", "conv_pwl")),
+    Spec("efficientnet_lite1", 4_135_680, 1280, 7, _lora("conv_pw", "conv_pwl"), native=240),
+    Spec("efficientnet_lite2", 4_811_072, 1280, 7, _lora("conv_pw", "conv_pwl"), native=260),
     Spec("efficientnet_b0", 4_007_548, 1280, 7, _lora("conv_pw", "conv_pwl"), slow=True),
     Spec("mobilenetv3_large", 4_202_032, 1280, 7, _lora("conv_pw", "conv_pwl")),
     Spec("resnet18", 11_176_512, 512, 4, _lora("conv1", "conv2")),

@@ -61,7 +61,7 @@ def test_single_seed_arms_get_bootstrap_intervals_mcnemar_and_a_tie_group(tmp_pa
     assert ranking.loc["lora r=8 a=16", "tie_group"] and not ranking.loc["feature_extraction", "tie_group"]
     assert ranking.loc["feature_extraction", "p_holm"] < 0.001
     report = (sweep / "report.md").read_text()
-    assert "2 of 3 arms are statistically indistinguishable from the best (fine_tuning (all)" in report
+    assert "The tie group holds 2 of 3 arms, the best (fine_tuning (all)" in report
     assert "1 is significantly worse: feature_extraction (p<0.001)" in report
     tex = (sweep / "report.tex").read_text()
     check_latex(tex)
@@ -138,3 +138,40 @@ def test_warm_cache_jobs_are_marked_in_the_table(tmp_path):
     build_report(sweep)
     row = next(line for line in (sweep / "report.md").read_text().splitlines() if "| feature_extraction |" in line)
     assert "(warm cache)" in row
+
+
+def _correct(acc: float, n: int, seed: int) -> np.ndarray:
+    wrong = np.zeros(n, dtype=bool)
+    wrong[np.random.default_rng(seed).permutation(n)[: round((1 - acc) * n)]] = True
+    return ~wrong
+
+
+def test_seed_paired_t_matches_scipy_and_handles_no_spread():
+    from scipy import stats as scipy_stats
+
+    from transferlab.reporting.stats import seed_paired_t
+
+    a, b = {0: 0.90, 1: 0.91, 2: 0.89}, {0: 0.88, 1: 0.90, 2: 0.885, 7: 0.5}
+    expected = scipy_stats.ttest_rel([0.90, 0.91, 0.89], [0.88, 0.90, 0.885]).pvalue
+    assert seed_paired_t(a, b) == pytest.approx(expected)  # seed 7 has no partner and is left out
+    assert np.isnan(seed_paired_t({0: 0.9}, {0: 0.8}))  # one shared seed: no test
+    assert seed_paired_t(a, a) == 1.0
+
+
+def test_with_seeds_a_difference_must_beat_the_seed_spread_to_leave_the_tie_group():
+    from transferlab.reporting.stats import compare_arms
+
+    n = 20_000
+    best = [0.900, 0.910, 0.890]
+    close = [0.895, 0.890, 0.900]  # 0.5 points lower on average, but the seeds disagree on the sign
+    far = [0.800, 0.805, 0.795]
+    arms = [
+        {"label": label, "seeds": [0, 1, 2], "acc": accs, "fingerprint": ["fp"] * 3,
+         "correct": [_correct(a, n, 100 * k + s) for s, a in enumerate(accs)]}
+        for k, (label, accs) in enumerate([("best", best), ("close", close), ("far", far)])
+    ]  # fmt: skip
+    table = compare_arms(arms).set_index("label")
+    assert table.loc["close", "p_holm"] < 0.05  # pooled McNemar alone would call it worse...
+    assert table.loc["close", "p_seeds_holm"] > 0.05  # ...but a rerun with new seeds could reverse it
+    assert table.loc["close", "tie_group"] is True
+    assert table.loc["far", "tie_group"] is False  # beats both the test-set noise and the seed spread

@@ -175,8 +175,10 @@ def test_unpaired_arms_are_not_tested_and_say_why():
 
 def test_summary_sentence():
     text = summary_sentence(compare_arms(_five_arms()))
-    assert text.startswith("2 of 6 arms are statistically indistinguishable from the best (best, 0.9000)")
-    assert "the best and lora r=16 (p=0.34)" in text
+    assert text.startswith(
+        "The tie group holds 2 of 6 arms, the best (best, 0.9000) and the arms not significantly worse"
+    )
+    assert "worse: lora r=16 (p=0.34)" in text
     assert "2 are significantly worse: lora r=4 (p=0.043), lora r=8 (p=0.0059)" in text
     assert "2 could not be tested: other split (different test set), linear_probe (no predictions)" in text
     assert text.endswith("(Holm-adjusted exact McNemar vs the best, alpha = 0.05).")

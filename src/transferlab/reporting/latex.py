@@ -139,7 +139,8 @@ def _explanation(rows: pd.DataFrame, alpha: float, confidence: float) -> str:
         parts.append(f"Accuracy: mean with a {confidence * 100:g}\\% interval ({'; '.join(how)}).")
     parts.append(
         r"Bold: best mean accuracy; $^{\dagger}$: not significantly worse than the best (exact McNemar test on the "
-        rf"same test examples, discordant pairs pooled over seeds, Holm-adjusted, $\alpha = {alpha:g}$); the best "
+        rf"same test examples, discordant pairs pooled over seeds, Holm-adjusted, $\alpha = {alpha:g}$; with 2 or more "
+        r"shared seeds a difference must also pass a paired $t$-test over the per-seed accuracies); the best "
         r"and the arms marked $^{\dagger}$ form the tie group. $p$ (Holm): the adjusted $p$-value of that test."
     )
     if rows["p_value"].isna().sum() > int((rows["test_note"] == NOTE_BEST).sum()):

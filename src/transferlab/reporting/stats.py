@@ -114,6 +114,25 @@ def paired_test(correct_a_by_seed: Sequence[np.ndarray], correct_b_by_seed: Sequ
     return {"n01": n01, "n10": n10, "p_value": _binom_p(n01, n10), "method": method}
 
 
+def seed_paired_t(acc_a_by_seed: Mapping, acc_b_by_seed: Mapping) -> float:
+    """Two-sided paired t-test (``scipy.stats.ttest_rel``) of per-seed accuracies over the seed values both arms
+    ran with; NaN with fewer than 2 shared seeds.
+
+    The pooled McNemar test sees only test-set noise: every seed reuses the same test examples, so with several
+    seeds it calls differences real that a rerun with new seeds could reverse. This test sees the seed-to-seed
+    spread of training itself (what the t interval shows), at the price of few degrees of freedom.
+    """
+    seeds = [s for s in acc_a_by_seed if s in acc_b_by_seed]
+    if len(seeds) < 2:
+        return math.nan
+    a = np.array([acc_a_by_seed[s] for s in seeds], dtype=float)
+    b = np.array([acc_b_by_seed[s] for s in seeds], dtype=float)
+    diff = a - b
+    if np.allclose(diff, diff[0]):  # no spread: scipy's t is undefined; equal runs are no evidence of a difference
+        return 1.0 if diff[0] == 0 else 0.0
+    return float(stats.ttest_rel(a, b).pvalue)
+
+
 def holm(p_values: Iterable[float]) -> np.ndarray:
     """Holm's step-down adjusted p-values (Holm 1979, Scand. J. Statist. 6:65-70), same order as the input.
 
@@ -180,9 +199,12 @@ def compare_arms(
       :func:`paired_test` over the seed values both arms ran with and whose predictions exist on the same test set
       (equal fingerprints); if they share no seed value, seeds are paired in sorted order (the test pairs
       examples, so any two runs on the same test set can be paired; the method string says so).
-    * ``p_holm``: :func:`holm` over the arms that were tested. ``tie_group``: True for the best and for arms not
-      significantly worse than it (not [p_holm <= alpha and the best wins more discordant examples]); False for
-      significantly worse arms; None (unknown) for arms that could not be tested (no predictions, a different or
+    * ``p_holm``: :func:`holm` over the arms that were tested. ``p_seeds`` / ``p_seeds_holm``: :func:`seed_paired_t`
+      against the best where both share 2+ seeds (NaN otherwise), Holm-adjusted the same way.
+    * ``tie_group``: True for the best and for arms not significantly worse than it; False for significantly worse
+      arms: p_holm <= alpha with the best winning more discordant examples and, where the seed test exists, also
+      p_seeds_holm <= alpha (a difference counts as real only when it beats both the test-set noise and the
+      seed-to-seed spread); None (unknown) for arms that could not be tested (no predictions, a different or
       unknown test set): untested is neither a tie nor a loss, and the note says why.
     """
     records = arms.to_dict("records") if isinstance(arms, pd.DataFrame) else [dict(a) for a in arms]
@@ -208,17 +230,27 @@ def compare_arms(
     for col in ("n_best_only", "n_arm_only", "p_value", "test_note"):
         table[col] = [t[col] for t in tests]
     table["p_holm"] = holm(table["p_value"])
+    table["p_seeds"] = [
+        seed_paired_t(_accs(runs[best]), _accs(arm_runs)) if best is not None and i != best else np.nan
+        for i, arm_runs in enumerate(runs)
+    ]
+    table["p_seeds_holm"] = holm(table["p_seeds"])
     tie = []
     for i, row in table.iterrows():
         if i == best:
             tie.append(True)
         elif pd.isna(row["p_value"]):
             tie.append(None)
-        else:  # two-sided test: only a significant difference that favours the best excludes an arm
-            tie.append(not (row["p_holm"] <= alpha and row["n_best_only"] > row["n_arm_only"]))
+        else:
+            # Two-sided tests: only a significant difference that favours the best excludes an arm. With 2+ shared
+            # seeds the difference must also beat the seed-to-seed spread (paired t over seeds), not only the
+            # test-set noise the pooled McNemar test sees.
+            mcnemar_worse = row["p_holm"] <= alpha and row["n_best_only"] > row["n_arm_only"]
+            seeds_worse = pd.isna(row["p_seeds_holm"]) or row["p_seeds_holm"] <= alpha
+            tie.append(not (mcnemar_worse and seeds_worse))
     table["tie_group"] = pd.Series(tie, dtype=object)
     cols = ["label", "seeds", "acc", "low", "high", "interval", "rank", "n_best_only", "n_arm_only", "p_value",
-            "p_holm", "tie_group", "test_note"]  # fmt: skip
+            "p_holm", "p_seeds", "p_seeds_holm", "tie_group", "test_note"]  # fmt: skip
     # Best first even when another arm has the same mean; otherwise by rank, ties in input order.
     order = np.lexsort((table.index != best, table["rank"].fillna(np.inf)))
     table = table.loc[order, cols].reset_index(drop=True)
@@ -242,18 +274,27 @@ def summary_sentence(table: pd.DataFrame) -> str:
     untested = others[others["tie_group"].map(lambda v: v is None)]
 
     def listing(rows: pd.DataFrame) -> str:
-        return ", ".join(f"{r['label']} (p{_p_text(r['p_holm'])})" for _, r in rows.iterrows())
+        def ps(r) -> str:
+            if pd.isna(r.get("p_seeds_holm", np.nan)):
+                return f"p{_p_text(r['p_holm'])}"
+            return f"McNemar p{_p_text(r['p_holm'])}, seeds p{_p_text(r['p_seeds_holm'])}"
+
+        return ", ".join(f"{r['label']} ({ps(r)})" for _, r in rows.iterrows())
 
     n_tie = len(ties) + 1
-    verb = "is" if n_tie == 1 else "are"
-    parts = [f"{n_tie} of {len(table)} arms {verb} statistically indistinguishable from the best ({head})"]
-    parts[0] += f": the best and {listing(ties)}" if len(ties) else ": the best alone"
+    if len(ties):
+        parts = [f"The tie group holds {n_tie} of {len(table)} arms, the best ({head}) and the arms not significantly "
+                 f"worse: {listing(ties)}"]  # fmt: skip
+    else:
+        parts = [f"The tie group is the best arm alone ({head})"]
     if len(worse):
         parts.append(f"{len(worse)} {'is' if len(worse) == 1 else 'are'} significantly worse: {listing(worse)}")
     if len(untested):
         why = ", ".join(f"{r['label']} ({r['test_note'][len('n/a (') : -1]})" for _, r in untested.iterrows())
         parts.append(f"{len(untested)} could not be tested: {why}")
-    return "; ".join(parts) + f" ({TEST_NAME}, alpha = {alpha:g})."
+    has_seed_test = "p_seeds" in table and table["p_seeds"].notna().any()
+    seeds = " and Holm-adjusted paired t-test over seeds" if has_seed_test else ""
+    return "; ".join(parts) + f" ({TEST_NAME}{seeds}, alpha = {alpha:g})."
 
 
 # --- helpers ------------------------------------------------------------------------------------------------------
@@ -328,6 +369,10 @@ def _interval(runs: list[dict], confidence: float, n_resamples: int) -> dict:
     # The reported accuracy stays the job's own metric; the bootstrap only supplies the interval around it.
     kind = f"bootstrap over {run['correct'].size} test examples"
     return {"acc": run["acc"], "low": low, "high": high, "interval": kind}
+
+
+def _accs(runs: list[dict]) -> dict:
+    return {r["seed"]: r["acc"] for r in runs}
 
 
 def _untested(note: str) -> dict:
