@@ -60,7 +60,10 @@ def test_sweep_report_run_lands_in_the_jobs_group(tmp_path, no_wandb_key):
     from tests.conftest import TINY
 
     sweep = tmp_path / "sweep"
-    env = {**os.environ, "TRANSFERLAB_LOG_DIR": str(tmp_path / "logs"), "TRANSFERLAB_CACHE_DIR": str(tmp_path / "c")}
+    # A fresh process, as a user's: no W&B state from earlier in-process tests (e.g. the address of this pytest
+    # process's W&B service, which the sweep's runs would otherwise report to).
+    env = {k: v for k, v in os.environ.items() if not k.upper().lstrip("_").startswith("WANDB")}
+    env.update(TRANSFERLAB_LOG_DIR=str(tmp_path / "logs"), TRANSFERLAB_CACHE_DIR=str(tmp_path / "c"))
     overrides = [o for o in TINY if not o.startswith("logger")]
     proc = subprocess.run(
         [sys.executable, "-m", "transferlab.train", "-m", *overrides, "logger=wandb", "data.train_size=100",
