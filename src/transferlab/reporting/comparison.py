@@ -17,16 +17,17 @@ from transferlab.reporting.stats import arms_from_jobs, compare_arms
 ALPHA = 0.05
 NO_PREDICTIONS_HINT = (
     "Jobs without predictions.npz (written by transferlab before per-example predictions existed) get intervals "
-    "from their seeds only and no paired test: re-run them, or run `python -m transferlab.eval "
-    "ckpt_path=<job>/checkpoints/last.ckpt hydra.run.dir=<job>` for each, to write their predictions."
+    "from their seeds only and no paired test: re-run them, or for each run `python -m transferlab.eval "
+    "ckpt_path=<job>/checkpoints/<the best-*.ckpt its test used> hydra.run.dir=<new folder>` and copy that "
+    "folder's predictions.npz into <job>/ (not the eval's metrics.json, which would replace the job's own)."
 )
 
 
 def compare_sweep(df: pd.DataFrame, sweep_dir: str | Path, alpha: float = ALPHA) -> pd.DataFrame:
     """``summarize(df)`` (means over seeds) joined with :func:`compare_arms` per training-set size, best first.
 
-    Adds ``acc``, ``low``, ``high``, ``interval``, ``rank``, ``p_value``, ``p_holm``, ``tie_group`` and
-    ``test_note`` to each arm; ``attrs`` holds alpha, the confidence level and the test's name.
+    Adds ``acc``, ``low``, ``high``, ``interval``, ``rank``, ``p_value``, ``p_holm``, ``p_seeds``,
+    ``p_seeds_holm``, ``tie_group`` and ``test_note`` to each arm; ``attrs`` holds alpha, the confidence level and the test's name.
     """
     summary = summarize(df)
     if summary.empty:
