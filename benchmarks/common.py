@@ -2,7 +2,7 @@
 steady-state step timing, the machine record, and rich tables.
 
 Benchmarks never build models or data themselves: they compose ``configs/`` with Hydra's compose API
-(as tests/conftest.py does) and call ``transferlab.build``, so what they time is what ``transferlab.train``
+(with tests/helpers.py's ``compose_config``) and call ``transferlab.build``, so what they time is what ``transferlab.train``
 runs. Only the *reference* contenders (a bare PyTorch loop, a bare forward pass) are written here.
 """
 
@@ -23,17 +23,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from lightning import Callback, Trainer
 from lightning.pytorch.callbacks import RichProgressBar
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
+import tests.helpers
 from transferlab.build import build_trainer
-from transferlab.utils.setup import CONFIG_DIR, setup_environment
+from transferlab.utils.setup import setup_environment
 
 setup_environment()
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 150)  # logs: no 80-column squeeze
@@ -70,21 +68,7 @@ def merge_overrides(*groups: Iterable[str]) -> list[str]:
 
 def compose_config(out_dir: str | Path, overrides: Iterable[str] = ()) -> DictConfig:
     """``configs/train.yaml`` composed with the benchmark base and ``overrides``, all outputs under ``out_dir``."""
-    out = Path(out_dir)
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
-        cfg = compose(
-            config_name="train", overrides=merge_overrides(BASE_OVERRIDES, overrides), return_hydra_config=True
-        )
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(out / "run")
-        cfg.paths.log_dir = str(out / "logs")
-        cfg.paths.cache_dir = str(out / "cache")
-        cfg.hydra.runtime.output_dir = str(out / "run")
-        cfg.hydra.job.num = 0
-        cfg.hydra.job.id = "0"
-    HydraConfig().set_config(cfg)
-    return cfg
+    return tests.helpers.compose_config(Path(out_dir), merge_overrides(BASE_OVERRIDES, overrides))
 
 
 @contextmanager

@@ -26,9 +26,7 @@ import gc
 import shutil
 import time
 
-import lightning as L
 import torch
-from omegaconf import OmegaConf
 
 from benchmarks.common import (
     compose_config,
@@ -42,7 +40,7 @@ from benchmarks.common import (
     target,
     workdir,
 )
-from transferlab.build import build_datamodule, build_module
+from transferlab.build import build_datamodule, build_module, build_run
 from transferlab.callbacks import RunStats
 from transferlab.utils import precision
 
@@ -54,11 +52,9 @@ TARGETS = {"warm_speedup_vs_in_loop": (">=", 20.0), "cold_vs_forward_limit": ("<
 def _fit(cfg) -> dict:
     """One run as train.py does it (fit only): returns wall seconds of ``trainer.fit`` and its parts."""
     shutil.rmtree(cfg.paths.output_dir, ignore_errors=True)  # fresh checkpoints/ each time; the cache stays
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = build_datamodule(cfg)
-    module = build_module(cfg, datamodule.num_classes)  # num_classes loads the image source (outside the timer)
-    module.run_config = OmegaConf.to_container(cfg, resolve=True)
-    data = module.wrap_datamodule(datamodule)
+    run = build_run(cfg, trainer=False)  # num_classes loads the image source (outside the timer)
+    module, data = run.module, run.datamodule
+    images = getattr(data, "images", data)  # the image datamodule, also behind the feature cache
     trainer = make_trainer(cfg)
     sync()
     start = time.perf_counter()
@@ -73,8 +69,8 @@ def _fit(cfg) -> dict:
         "extract_s": extract,
         "head_s": total - extract,
         "extracted_images": sum(len(s) for s in sets.values()) if extract else 0,
-        "train_images": len(datamodule.train_set),
-        "val_images": len(datamodule.val_set),
+        "train_images": len(images.train_set),
+        "val_images": len(images.val_set),
         "epochs": trainer.current_epoch,
         "val_acc": float(trainer.callback_metrics.get("val/acc", float("nan"))),
         "train_throughput": stats.get("throughput/train_samples_per_s", float("nan")),

@@ -14,9 +14,6 @@ second, from the median step times (target >= 0.95).
 
 from __future__ import annotations
 
-import lightning as L
-from omegaconf import OmegaConf
-
 from benchmarks.common import (
     StepTimer,
     alternate,
@@ -33,7 +30,7 @@ from benchmarks.common import (
     timed_steps,
     workdir,
 )
-from transferlab.build import build_datamodule, build_module
+from transferlab.build import build_module, build_run
 
 NAME = "framework_overhead"
 TARGETS = {"throughput_ratio": (">=", 0.95)}
@@ -56,10 +53,8 @@ def run(full: bool = False, steps: int | None = None, rounds: int | None = None,
             f"+trainer.max_steps={warmup + steps}",
         ]
         cfg = compose_config(tmp, [*settings, *overrides])
-        L.seed_everything(cfg.seed, workers=True, verbose=False)
-        datamodule = build_datamodule(cfg)
-        module = build_module(cfg, datamodule.num_classes)
-        module.run_config = OmegaConf.to_container(cfg, resolve=True)
+        run = build_run(cfg, trainer=False)
+        datamodule, module = run.datamodule, run.module
         bare_module = build_module(cfg, datamodule.num_classes)  # same config and seed: the same network
         device = device_of(module)
         step = bare_train_step(bare_module, datamodule, take_batches(datamodule.train_dataloader(), warmup + steps))

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import time
 
-import lightning as L
 import torch
 from omegaconf import OmegaConf
 
@@ -38,7 +37,7 @@ from benchmarks.common import (
     table,
     workdir,
 )
-from transferlab.build import build_datamodule, build_module
+from transferlab.build import build_datamodule, build_module, build_run
 from transferlab.utils import precision
 
 NAME = "speed_options"
@@ -67,10 +66,8 @@ class _Contender:
 
     def __init__(self, cfg, device: str, steps: int, warmup: int, infer_batches: int):
         self.cfg, self.device, self.steps, self.warmup, self.infer_batches = cfg, device, steps, warmup, infer_batches
-        L.seed_everything(cfg.seed, workers=True, verbose=False)
-        self.datamodule = build_datamodule(cfg)
-        self.module = build_module(cfg, self.datamodule.num_classes)
-        self.module.run_config = OmegaConf.to_container(cfg, resolve=True)
+        run = build_run(cfg, trainer=False)
+        self.datamodule, self.module = run.datamodule, run.module
         self.train_step_s: list[float] = []
         self.infer_batch_s: list[float] = []
         self.first_step_s: float | None = None

@@ -17,9 +17,6 @@ import gc
 import shutil
 from pathlib import Path
 
-import lightning as L
-from omegaconf import OmegaConf
-
 from benchmarks.common import (
     StepTimer,
     compose_config,
@@ -31,7 +28,7 @@ from benchmarks.common import (
     target,
     workdir,
 )
-from transferlab.build import build_datamodule, build_module
+from transferlab.build import build_run
 from transferlab.callbacks import RunStats
 
 NAME = "strategy_costs"
@@ -47,11 +44,8 @@ TARGETS = {"lora_optimizer_state_saving": (">=", 10.0), "lora_checkpoint_saving"
 def _fit(cfg, warmup: int) -> dict:
     """One short fit (one epoch); the costs it measured."""
     shutil.rmtree(cfg.paths.output_dir, ignore_errors=True)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = build_datamodule(cfg)
-    module = build_module(cfg, datamodule.num_classes)
-    module.run_config = OmegaConf.to_container(cfg, resolve=True)
-    data = module.wrap_datamodule(datamodule) if hasattr(module, "wrap_datamodule") else datamodule
+    run = build_run(cfg, trainer=False)
+    module, data = run.module, run.datamodule
     timer = StepTimer()
     trainer = make_trainer(cfg, timer)
     trainer.fit(module, datamodule=data)
@@ -59,7 +53,7 @@ def _fit(cfg, warmup: int) -> dict:
     ckpt = Path(trainer.checkpoint_callback.last_model_path)
     return {
         "step_times": timer.step_times(warmup),
-        "batch_size": datamodule.batch_size,
+        "batch_size": cfg.data.batch_size,
         "peak_mb": stats.stats["memory/peak_mb"],
         "peak_rise_mb": stats.stats["memory/peak_mb"] - getattr(stats, "_baseline", 0.0)
         if not getattr(stats, "_cuda", False)

@@ -1,4 +1,4 @@
-"""Compose real configs once per test with tiny, fast settings; fixtures for made-up data."""
+"""Pytest fixtures: the tiny config factory and made-up data (shared helpers live in tests/helpers.py)."""
 
 from __future__ import annotations
 
@@ -6,45 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
-from transferlab.utils.setup import CONFIG_DIR, setup_environment
-
-setup_environment()
-
-# Mechanics tests: a tiny timm model, random weights, scikit-learn's digits at 32px, one epoch.
-TINY = [
-    "model.name=test_efficientnet",
-    "model.weights=none",
-    "data=digits",
-    "data.image_size=32",
-    "data.train_size=300",
-    "data.val_size=50",
-    "data.batch_size=32",
-    "trainer=cpu",
-    "trainer.max_epochs=1",
-    "logger=none",
-    "callbacks.rich_progress_bar=null",
-]
-
-
-def compose_config(tmp_path: Path, overrides: list[str] = (), config_name: str = "train") -> DictConfig:
-    """Compose ``config_name`` with ``overrides``, route every output into ``tmp_path`` and register it with Hydra."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
-        cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path / "run")
-        cfg.paths.log_dir = str(tmp_path / "logs")
-        cfg.paths.cache_dir = str(tmp_path / "cache")
-        cfg.hydra.runtime.output_dir = str(tmp_path / "run")
-        cfg.hydra.job.num = 0
-        cfg.hydra.job.id = "0"
-    HydraConfig().set_config(cfg)
-    return cfg
+from tests.helpers import TINY, compose_config
 
 
 @pytest.fixture

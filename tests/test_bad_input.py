@@ -12,7 +12,7 @@ import pytest
 import torch
 from hydra.errors import ConfigCompositionException
 
-from tests.conftest import TINY, compose_config
+from tests.helpers import TINY, compose_config
 from transferlab.train import train
 from transferlab.utils.errors import TransferlabError
 
@@ -31,6 +31,17 @@ def _write_other_arch(path: Path) -> Path:
     from transferlab.models.backbone import build_network
 
     torch.save(build_network("test_resnet", num_classes=3).state_dict(), path)
+    return path
+
+
+def _write_garbage(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"not a checkpoint at all " * 40)
+    return path
+
+
+def _mkdirs(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
     return path
 
 
@@ -62,9 +73,9 @@ CASES = [
     ("bundled_for_other_model", ["model.weights=bundled"], "No bundled weights for 'test_efficientnet'"),
     ("lora_r_zero", ["strategy=lora", "strategy.r=0"], "strategy.r=0 must be a positive integer"),
     ("lora_alpha_negative", ["strategy=lora", "strategy.alpha=-1"], "strategy.alpha=-1"),
-    ("lora_dropout_one", ["strategy=lora", "strategy.dropout=1.0"], r"strategy.dropout=1.0 must be in \[0, 1\)"),
+    ("lora_dropout_one", ["strategy=lora", "strategy.dropout=1.0"], r"lora_dropout=1.0 must be in \[0, 1\) \(strategy.dropout"),
     ("lora_targets_nothing", ["strategy=lora", "strategy.target_modules=[nope]"], "matches no module. Candidates"),
-    ("lora_depthwise_target", ["strategy=lora", "strategy.target_modules=[conv_dw]"], "depthwise conv"),
+    ("lora_depthwise_target", ["strategy=lora", "strategy.target_modules=[conv_dw]"], "Lora rejected its settings: Targeting a Conv2d with groups="),
     ("n_blocks_too_large", ["strategy=fine_tuning", "strategy.unfreeze=last_n_blocks", "strategy.n_blocks=99"], "strategy.n_blocks=99 but"),
     ("unfreeze_pattern_matches_nothing", ["strategy=fine_tuning", "strategy.unfreeze=[nothing]"], "match no parameter"),
     ("lr_zero", ["strategy.lr=0"], "strategy.lr=0 must be positive"),
@@ -79,7 +90,17 @@ CASES = [
     ("bad_on_bad_image_value", lambda t: ["data=imagefolder", f"data.root={_images(t, 2)}", "data.on_bad_image=ignore"], "Use 'skip' or 'error'"),
     ("ckpt_missing", lambda t: [f"ckpt_path={t / 'missing.ckpt'}"], "does not exist"),
     ("resume_dir_without_checkpoint", lambda t: [f"resume={t}"], "no checkpoints/last.ckpt"),
-    ("ckpt_other_strategy", lambda t: ["strategy=fine_tuning", f"ckpt_path={_ckpt(t, 'strategy=lora')}"], "written by LoRA but this run uses FineTuning"),
+    ("ckpt_other_strategy", lambda t: ["strategy=fine_tuning", f"ckpt_path={_ckpt(t, 'strategy=lora')}"], "written by Lora but this run uses FineTuning"),
+    ("max_epochs_negative", ["trainer.max_epochs=-1"], "trainer.max_epochs=-1 must be a positive integer"),
+    ("max_epochs_zero", ["trainer.max_epochs=0"], "trainer.max_epochs=0 must be a positive integer"),
+    ("val_every_zero", ["trainer.check_val_every_n_epoch=0"], "trainer.check_val_every_n_epoch=0 must be a positive"),
+    ("threads_zero", ["trainer.threads=0"], "trainer.threads=0 must be a positive integer or null"),
+    ("added_key_no_strategy_reads", ["strategy=lora", "+strategy.rank=8"], r"strategy.rank is not a key of strategy=lora; nothing would read it. Did you mean strategy.r\?"),
+    ("ckpt_truncated", lambda t: [f"ckpt_path={_write_truncated(t / 'cut.ckpt')}"], "corrupt or truncated"),
+    ("ckpt_garbage", lambda t: [f"ckpt_path={_write_garbage(t / 'junk.ckpt')}"], "is corrupt"),
+    ("ckpt_foreign", lambda t: [f"ckpt_path={_write_other_arch(t / 'foreign.ckpt')}"], "not a transferlab checkpoint"),
+    ("resume_corrupt_last", lambda t: [f"resume={_write_garbage(t / 'old' / 'checkpoints' / 'last.ckpt').parents[1]}"], "is corrupt"),
+    ("resume_truncated_last", lambda t: [f"resume={_write_truncated(_mkdirs(t / 'old2' / 'checkpoints') / 'last.ckpt').parents[1]}"], "corrupt or truncated"),
     ("ckpt_other_model", lambda t: ["strategy=fine_tuning", "model.name=test_resnet", f"ckpt_path={_ckpt(t, 'strategy=fine_tuning')}"], "does not fit this model"),
 ]  # fmt: skip
 
@@ -97,6 +118,33 @@ def test_bad_input_gets_a_clear_error(tmp_path, case, overrides, match):
 def test_unknown_group_option_lists_the_options(tmp_path, override):
     with pytest.raises(ConfigCompositionException, match="Could not find"):
         compose_config(tmp_path, [override])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["strategy=lora", "strategy.rank=8"], "error: strategy.rank is not a key of strategy=lora. Did you mean strategy.r?"),
+        (["trainer.max_epoch=3"], "error: trainer.max_epoch is not a key of trainer=default. Did you mean trainer.max_epochs?"),
+        (["data.trainsize=60"], "error: data.trainsize is not a key of data=fashion_mnist. Did you mean data.train_size?"),
+    ],
+)  # fmt: skip
+def test_unknown_key_suggests_the_closest(tmp_path, overrides, message):
+    with pytest.raises(ConfigCompositionException) as info:
+        compose_config(tmp_path, overrides)
+    assert str(info.value) == message
+
+
+def test_cli_unknown_key_is_one_line(tmp_path):
+    env = {**os.environ, "TRANSFERLAB_LOG_DIR": str(tmp_path)}
+    env.pop("HYDRA_FULL_ERROR", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "transferlab.train", "strategy=lora", "strategy.rank=8"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: strategy.rank is not a key of strategy=lora. Did you mean strategy.r?"], proc.stderr
+    assert "Traceback" not in proc.stderr and "+strategy.rank" not in proc.stderr
 
 
 def test_cli_prints_one_line_and_exits_nonzero(tmp_path):

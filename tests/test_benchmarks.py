@@ -12,7 +12,7 @@ import pytest
 
 import benchmarks
 from benchmarks import common
-from tests.conftest import TINY
+from tests.helpers import TINY
 
 # The tiny mechanics setting (random tiny EfficientNet, digits at 32px), with the benchmark's own trainer.
 TINY_BENCH = [o for o in TINY if not o.startswith(("trainer", "callbacks"))]

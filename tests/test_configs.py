@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra.errors import ConfigCompositionException
+from hydra.utils import get_class
 from omegaconf import OmegaConf
 
-from tests.conftest import compose_config
+from tests.helpers import compose_config
+from transferlab.strategies import TransferModule
 from transferlab.utils.setup import CONFIG_DIR
 
 GROUPS = [
@@ -28,7 +29,8 @@ GROUPS = [
 
 
 def _options(group: str) -> list[str]:
-    return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+    """The options users can pick in ``group``; files starting with ``_`` are shared bases, not options."""
+    return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml") if not p.stem.startswith("_"))
 
 
 @pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in _options(g)])
@@ -39,12 +41,9 @@ def test_every_group_option_composes(tmp_path, group, option):
         overrides.append("data.root=/some/images")
     cfg = compose_config(tmp_path, overrides)
     OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
-    assert cfg.strategy.name in ("feature_extraction", "fine_tuning", "lp_ft", "lora")
-
-
-def test_unknown_group_option_is_rejected(tmp_path):
-    with pytest.raises(ConfigCompositionException, match="fine_tunning"):
-        compose_config(tmp_path, ["strategy=fine_tunning"])
+    # the strategy is a preset users can name, and its class is a TransferModule
+    assert cfg.strategy.name in _options("strategy")
+    assert issubclass(get_class(cfg.strategy._target_), TransferModule)
 
 
 def test_stable_user_facing_keys(tmp_path):
@@ -53,7 +52,7 @@ def test_stable_user_facing_keys(tmp_path):
                 "trainer.max_epochs", "strategy.lr", "strategy.r", "strategy.alpha", "paths.cache_dir", "ckpt_path"]:  # fmt: skip
         assert OmegaConf.select(cfg, key, throw_on_missing=False, default="<absent>") != "<absent>", key
     ft = compose_config(tmp_path, ["strategy=fine_tuning"])
-    assert ft.strategy.unfreeze == "all" and ft.strategy.head_lr == ft.strategy.lr
+    assert ft.strategy.unfreeze == "all" and "head_lr" not in ft.strategy and ft.strategy.backbone_lr < ft.strategy.lr
     assert cfg.model.weights == "bundled" and cfg.data.name == "fashion_mnist"
 
 
@@ -82,3 +81,17 @@ def test_bundled_models_use_their_native_input_size():
         spec = model_input_config(OmegaConf.load(Path(CONFIG_DIR) / "model" / f"efficientnet_lite{n}.yaml"))
         assert spec["input_size"] == (3, size, size), n
         assert spec["mean"] == spec["std"] == (0.5, 0.5, 0.5) and spec["interpolation"] == "bicubic"
+
+
+@pytest.mark.parametrize("data", ["cifar10", "cifar100", "pets", "flowers102", "imagefolder"])
+def test_natural_image_datasets_get_crop_and_flip(tmp_path, data):
+    # only the datasets whose files say why (garments, digits) leave the shared crop + flip recipe
+    cfg = compose_config(tmp_path, [f"data={data}", "data.root=/some/images"])
+    assert cfg.data.augment and cfg.data.hflip and cfg.data.min_crop_scale < 1.0
+
+
+def test_garments_and_digits_keep_their_own_augmentation(tmp_path):
+    fashion = compose_config(tmp_path, ["data=fashion_mnist"]).data
+    digits = compose_config(tmp_path, ["data=digits"]).data
+    assert (fashion.min_crop_scale, fashion.hflip, fashion.batch_size) == (1.0, True, 64)
+    assert (digits.min_crop_scale, digits.hflip, digits.batch_size) == (0.8, False, 32)

@@ -33,7 +33,7 @@ def test_fashion_mnist_real_files(tmp_path):
     assert x.shape == (16, 3, 48, 48) and x.dtype == torch.float32
     assert dm.num_classes == 10 and dm.classes[0] == "T-shirt/top"
     # stratified: every class has 100 of the 1000 training images
-    assert torch.bincount(dm.train_set.targets).tolist() == [100] * 10
+    assert torch.bincount(dm.train_set.dataset.targets[dm.train_set.indices]).tolist() == [100] * 10
 
 
 def test_fashion_mnist_missing_offline_names_the_fix(tmp_path, monkeypatch):
@@ -130,15 +130,6 @@ def test_split_is_seeded_and_stratified():
     assert not set(a[0]) & set(a[1])
 
 
-@pytest.mark.parametrize(
-    ("train_size", "match"),
-    [(3, "smaller than the number of classes"), (10_000, "larger than")],
-)
-def test_split_rejects_impossible_train_size(train_size, match):
-    with pytest.raises(TransferlabError, match=match):
-        split_indices(np.repeat(np.arange(5), 40), train_size=train_size, val_size=0.1, seed=0)
-
-
 def test_augmentation_only_in_training():
     dm = ImageDataModule("digits", image_size=24, batch_size=16)
     dm.setup()
@@ -161,3 +152,18 @@ def test_augmentation_shards_match_the_global_batch_draw():
         part = transform(images[rank::2], augment=True, seed=7, shard=(rank, 2))
         torch.testing.assert_close(part, whole[rank::2])
     assert not torch.allclose(whole, transform(images, augment=False))  # it did augment
+
+
+def test_sample_order_and_seeds_are_pinned():
+    # The published accuracies depend on these draws: a refactor must not move them.
+    from transferlab.data.samplers import EpochShuffleSampler
+    from transferlab.data.seeds import augment_seed, epoch_seed, sampler_seed
+
+    assert (sampler_seed(3), augment_seed(3, 7), epoch_seed(3, 2)) == (300_009, 3_000_716, 3_003)
+    for n, world_size in [(10, 1), (11, 3), (64, 4)]:
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(sampler_seed(5) + 2)).tolist()
+        usable = n - n % world_size  # the tail is dropped so every rank takes as many steps
+        for rank in range(world_size):
+            sampler = EpochShuffleSampler(n, seed=5, rank=rank, world_size=world_size)
+            sampler.set_epoch(2)
+            assert list(sampler) == order[:usable][rank::world_size] and len(sampler) == n // world_size

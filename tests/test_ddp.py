@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -10,9 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT, TINY, compose_config, read_metrics
 
 
 def _run(tmp_path: Path, name: str, *overrides: str) -> Path:
@@ -29,10 +26,6 @@ def _run(tmp_path: Path, name: str, *overrides: str) -> Path:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run_dir
-
-
-def _metrics(run_dir: Path) -> dict:
-    return json.loads((run_dir / "metrics.json").read_text())
 
 
 def _weights(run_dir: Path) -> dict:
@@ -63,7 +56,6 @@ def test_ddp_cpu_takes_the_single_process_steps(tmp_path, strategy):
     # per-process BatchNorm), BatchNorm statistics 4e-5 apart (2e-2 with per-process BatchNorm).
     import lightning as L
 
-    from tests.conftest import compose_config
     from transferlab.build import build_module
 
     steps = ("+trainer.max_steps=3", "test=false")
@@ -91,8 +83,8 @@ def test_ddp_cpu_takes_the_single_process_steps(tmp_path, strategy):
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["fine_tuning", "lora"])
 def test_ddp_cpu_two_processes_train_into_one_run_dir(tmp_path, strategy):
-    ddp = _metrics(_run(tmp_path, "ddp", f"strategy={strategy}", "trainer.max_epochs=2", *DDP))
-    single = _metrics(_run(tmp_path, "single", f"strategy={strategy}", "trainer.max_epochs=2", *SINGLE))
+    ddp = read_metrics(_run(tmp_path, "ddp", f"strategy={strategy}", "trainer.max_epochs=2", *DDP))
+    single = read_metrics(_run(tmp_path, "single", f"strategy={strategy}", "trainer.max_epochs=2", *SINGLE))
     assert ddp["status"] == "ok" and ddp["epochs"] == single["epochs"] == 2
     assert ddp["params/trainable"] == single["params/trainable"]
     assert ddp["test/acc"] > 0.5 and single["test/acc"] > 0.5  # chance is 0.10
@@ -110,7 +102,7 @@ def _synced_bn_rank(rank: int, port: int, out_dir: str) -> None:
     import torch.distributed as dist
     from timm.layers import BatchNormAct2d
 
-    from transferlab.sync_batchnorm import CPUSyncBatchNorm
+    from transferlab.lightning.sync_batchnorm import CPUSyncBatchNorm
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)

@@ -8,15 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import read_metrics
 from transferlab.train import train
 from transferlab.utils import precision
 from transferlab.utils.errors import TransferlabError
 
 CPU = torch.device("cpu")
-
-
-def _metrics(cfg) -> dict:
-    return json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
 
 
 @pytest.mark.parametrize(("native", "expected"), [(True, "bf16"), (False, "32")])
@@ -43,14 +40,14 @@ def test_unknown_precision_is_one_clear_error(tiny_cfg):
 def test_cache_key_holds_the_precision_and_metrics_record_it(tiny_cfg):
     fp32 = tiny_cfg("strategy=feature_extraction", "strategy.extract_precision=32")
     train(fp32)
-    assert _metrics(fp32)["extract_precision"] == "32"
+    assert read_metrics(fp32)["extract_precision"] == "32"
     bf16 = tiny_cfg("strategy=feature_extraction", "strategy.extract_precision=bf16")
     train(bf16)  # same data and model: an fp32 cache must not serve it
-    m = _metrics(bf16)
+    m = read_metrics(bf16)
     assert m["extract_precision"] == "bf16" and m["time/feature_extraction_s"] > 0
     assert len(list(Path(bf16.paths.cache_dir, "features").glob("*.safetensors"))) == 6
     train(fp32)  # and the fp32 cache is still there for fp32
-    assert "time/feature_extraction_s" not in _metrics(fp32)
+    assert "time/feature_extraction_s" not in read_metrics(fp32)
 
 
 def test_bf16_features_are_stored_as_fp32_and_close_to_fp32(tiny_cfg):
@@ -76,7 +73,7 @@ def test_bf16_evaluation_leaves_training_alone_and_keeps_test_accuracy(tiny_cfg)
     for p in ("32", "bf16"):
         cfg = tiny_cfg("strategy=fine_tuning", f"strategy.eval_precision={p}", "trainer.max_epochs=2")
         train(cfg)
-        runs[p] = _metrics(cfg)
+        runs[p] = read_metrics(cfg)
     assert runs["bf16"]["train/loss"] == runs["32"]["train/loss"]  # training steps are untouched
     assert abs(runs["bf16"]["test/acc"] - runs["32"]["test/acc"]) < 0.03
     with pytest.raises(TransferlabError, match="strategy.eval_precision='half' is unknown"):

@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
 
-from tests.conftest import compose_config
+from tests.helpers import compose_config, read_metrics
 from transferlab.train import train
-
-
-def _metrics(cfg) -> dict:
-    return json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
 
 
 def test_bf16_mixed_precision_trains(tiny_cfg):
     cfg = tiny_cfg("strategy=lora", "trainer.precision=bf16-mixed", "debug=fdr")
     train(cfg)
-    assert _metrics(cfg)["status"] == "ok"
+    assert read_metrics(cfg)["status"] == "ok"
 
 
 def test_channels_last_network_gives_same_outputs():
@@ -38,12 +31,27 @@ def test_channels_last_network_gives_same_outputs():
 def test_compiled_network_trains(tiny_cfg):
     cfg = tiny_cfg("strategy=fine_tuning", "model.compile=true", "debug=fdr")
     train(cfg)
-    assert _metrics(cfg)["status"] == "ok"
+    assert read_metrics(cfg)["status"] == "ok"
 
 
 @pytest.mark.parametrize("trainer", ["gpu", "ddp"])
-def test_gpu_trainer_configs_compose_with_bf16(tmp_path, trainer):
+def test_gpu_trainer_configs_build_bf16_and_ddp_trainers(tmp_path, trainer):
+    # The GPU configs built into real Trainers, only the accelerator swapped for the CPU's: what Lightning
+    # makes of them (precision plugin, strategy, layer sync) is what a GPU machine gets.
+    from lightning.pytorch.plugins.layer_sync import TorchSyncBatchNorm
+    from lightning.pytorch.plugins.precision import MixedPrecision
+    from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
+
+    from transferlab.build import build_trainer
+
     cfg = compose_config(tmp_path, [f"trainer={trainer}"])
-    assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "bf16-mixed"
+    assert cfg.trainer.accelerator == "gpu"
+    devices = 2 if trainer == "ddp" else 1  # ddp's -1 (all GPUs) means nothing on a CPU
+    on_cpu = compose_config(tmp_path, [f"trainer={trainer}", "trainer.accelerator=cpu", f"trainer.devices={devices}"])
+    built = build_trainer(on_cpu, with_loggers=False)
+    assert isinstance(built.precision_plugin, MixedPrecision) and built.precision_plugin.precision == "bf16-mixed"
     if trainer == "ddp":
-        assert cfg.trainer.strategy == "ddp" and cfg.trainer.sync_batchnorm is True
+        assert isinstance(built.strategy, DDPStrategy) and built.num_devices == 2
+        assert isinstance(built.strategy._layer_sync, TorchSyncBatchNorm)  # BatchNorm stats over the global batch
+    else:
+        assert isinstance(built.strategy, SingleDeviceStrategy) and built.num_devices == 1

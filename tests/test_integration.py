@@ -7,11 +7,10 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT
 
 # Regression floors, a little under what the full CPU budget measures (README: 0.843 / 0.902 / 0.892),
 # so that a different CPU's rounding cannot fail CI while a broken strategy (chance is 0.10) still does.

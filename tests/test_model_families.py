@@ -17,12 +17,12 @@ import torch
 from omegaconf import OmegaConf
 from peft import LoraConfig
 
-from tests.conftest import TINY, compose_config
+from tests.helpers import TINY, compose_config
 from transferlab.build import _MODEL_ONLY_KEYS, build_module, model_input_config
 from transferlab.models.backbone import build_network
 from transferlab.models.families import block_index, lora_preset
 from transferlab.strategies import FineTuning
-from transferlab.strategies.lora import resolve_targets
+from transferlab.strategies.adapters import resolve_targets
 from transferlab.train import train
 from transferlab.utils.errors import TransferlabError
 
@@ -120,7 +120,7 @@ def test_lora_preset_targets_and_merge_is_exact(tmp_path, spec):
             if "lora_B" in n:
                 p.normal_(0, 0.1)
     assert lora.check_merge(_images()) < 1e-4
-    merged = lora.merged_network()
+    merged = lora.plain_network()
     assert not any("lora" in k for k in merged.state_dict())
 
 

@@ -7,9 +7,9 @@ import re
 
 import pytest
 import torch
-from timm.data import ImageNetInfo
+from timm.data import ImageNetInfo, resolve_model_data_config
 
-from transferlab.models.backbone import build_network, input_config
+from transferlab.models.backbone import build_network
 from transferlab.models.weights import BUNDLED, bundled_weights_path, read_state_dict
 from transferlab.utils.errors import TransferlabError
 
@@ -31,7 +31,7 @@ def _top5(net, image) -> list[int]:
     from PIL import Image
     from timm.data import create_transform
 
-    x = create_transform(**input_config(net))(Image.fromarray(image)).unsqueeze(0)
+    x = create_transform(**resolve_model_data_config(net))(Image.fromarray(image)).unsqueeze(0)
     with torch.no_grad():
         return net(x).topk(5).indices[0].tolist()
 
@@ -52,7 +52,7 @@ def test_bundled_weights_classify_a_real_photo(arch):
     from sklearn.datasets import load_sample_image
 
     net = _imagenet_net(arch)
-    cfg = input_config(net)
+    cfg = resolve_model_data_config(net)
     assert cfg["mean"] == (0.5, 0.5, 0.5) and cfg["std"] == (0.5, 0.5, 0.5)
     assert cfg["input_size"] == {"tf_efficientnet_lite0": (3, 224, 224), "tf_efficientnet_lite1": (3, 240, 240),
                                  "tf_efficientnet_lite2": (3, 260, 260)}[arch]  # fmt: skip
@@ -110,7 +110,8 @@ def test_bundled_for_other_model_is_refused():
     assert "(only tf_efficientnet_lite0, tf_efficientnet_lite1, tf_efficientnet_lite2)" in str(err.value)
 
 
-def test_weights_file_round_trip_and_failures(tmp_path):
+def test_weights_file_round_trip(tmp_path):
+    """A saved state dict loads back exactly (its failures are in test_bad_input.py's matrix)."""
     from safetensors.torch import save_file
 
     src = build_network("test_efficientnet", num_classes=5, weights="none")
@@ -118,20 +119,6 @@ def test_weights_file_round_trip_and_failures(tmp_path):
     save_file(src.state_dict(), str(good))
     net = build_network("test_efficientnet", num_classes=3, weights=str(good))
     assert torch.equal(net.conv_stem.weight, src.conv_stem.weight)
-
-    with pytest.raises(TransferlabError, match="does not exist"):
-        build_network("test_efficientnet", num_classes=3, weights=str(tmp_path / "missing.pth"))
-
-    truncated = tmp_path / "truncated.pth"
-    torch.save(src.state_dict(), truncated)
-    truncated.write_bytes(truncated.read_bytes()[:2000])
-    with pytest.raises(TransferlabError, match="corrupt or truncated"):
-        build_network("test_efficientnet", num_classes=3, weights=str(truncated))
-
-    other = tmp_path / "resnet.pth"
-    torch.save(build_network("test_resnet", num_classes=3).state_dict(), other)
-    with pytest.raises(TransferlabError, match="does not match test_efficientnet"):
-        build_network("test_efficientnet", num_classes=3, weights=str(other))
 
 
 def test_pickled_code_is_refused(tmp_path):

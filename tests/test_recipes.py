@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from tests.conftest import TINY, compose_config
+from tests.helpers import TINY, compose_config
 from transferlab.strategies import FineTuning
 from transferlab.train import train
 

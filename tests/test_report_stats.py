@@ -36,12 +36,12 @@ def _job(sweep: Path, i: int, strategy: dict, acc: float, seed: int = 0, predict
         save_predictions(job, {"pred": pred, "target": TARGET, "prob": np.full(N_TEST, 0.9)}, test_set="digits")
 
 
-FT = {"name": "fine_tuning", "unfreeze": "all"}
-FE = {"name": "feature_extraction", "cache_features": True}
+FT = {"_target_": "transferlab.strategies.FineTuning", "name": "fine_tuning", "unfreeze": "all"}
+FE = {"_target_": "transferlab.strategies.FeatureExtraction", "name": "feature_extraction", "cache_features": True}
 
 
 def _lora(r: int, alpha: int) -> dict:
-    return {"name": "lora", "r": r, "alpha": alpha}
+    return {"_target_": "transferlab.strategies.PEFT", "name": "lora", "r": r, "alpha": alpha}
 
 
 def _ranking(sweep: Path) -> pd.DataFrame:

@@ -11,9 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import TINY, compose_config
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT, TINY, compose_config
 
 
 def _multirun(tmp_path: Path, *overrides: str, timeout: int = 900) -> Path:
@@ -64,23 +62,39 @@ def test_optuna_study_continues_after_failed_trials(tmp_path):
     assert "## Failed jobs" in (sweep / "report.md").read_text()
 
 
-def test_slurm_launcher_config_composes(tmp_path):
+def test_slurm_launcher_config_makes_a_valid_sbatch_script(tmp_path, monkeypatch):
+    # The launcher as Hydra instantiates it, its parameters handed to submitit the way the plugin's launch()
+    # does (submitit rejects unknown keys), and the sbatch script submitit would submit.
+    import hydra
+    import submitit
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+    from omegaconf import OmegaConf
+
     cfg = compose_config(tmp_path, ["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "trainer=gpu"])
-    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
-    assert cfg.hydra.launcher.gpus_per_node == 1 and cfg.hydra.launcher.partition == "gpu"
+    launcher = hydra.utils.instantiate(cfg.hydra.launcher)
+    monkeypatch.setattr(submitit.SlurmExecutor, "affinity", classmethod(lambda cls: 1))  # no srun on this machine
+    executor = submitit.AutoExecutor(folder=tmp_path / "submitit", cluster="slurm")
+    generic = set(OmegaConf.structured(BaseQueueConf).keys())
+    params = {k if k in generic else f"slurm_{k}": v for k, v in launcher.params.items() if k != "submitit_folder"}
+    params.pop("slurm_max_num_timeout")  # an executor init argument, not a job parameter
+    executor.update_parameters(**params)
+    script = executor._executor._make_submission_file_text("python -m transferlab.train", "0")
+    for line in ["--partition=gpu", "--gpus-per-node=1", "--cpus-per-task=8", "--mem=32GB", "--time=240", "--nodes=1"]:
+        assert f"#SBATCH {line}\n" in script, line
 
 
 def test_report_rebuilds_from_a_partial_sweep(tmp_path):
     from transferlab.report import build_report
 
     sweep = tmp_path / "sweep"
-    rows = [("fine_tuning", {"test/acc": 0.9, "params/trainable": 1000, "time/fit_s": 10.0}),
-            ("feature_extraction", {"test/acc": 0.8, "params/trainable": 10, "time/fit_s": 2.0})]  # fmt: skip
-    for i, (name, metrics) in enumerate(rows):
+    rows = [("fine_tuning", "FineTuning", {"test/acc": 0.9, "params/trainable": 1000, "time/fit_s": 10.0}),
+            ("feature_extraction", "FeatureExtraction", {"test/acc": 0.8, "params/trainable": 10, "time/fit_s": 2.0})]  # fmt: skip
+    for i, (name, cls, metrics) in enumerate(rows):
         job = sweep / str(i) / ".hydra"
         job.mkdir(parents=True)
         (job / "config.yaml").write_text(
-            f"seed: 0\nstrategy:\n  name: {name}\n  unfreeze: all\ndata:\n  train_size: 100\n"
+            f"seed: 0\nstrategy:\n  _target_: transferlab.strategies.{cls}\n  name: {name}\n  unfreeze: all\n"
+            "data:\n  train_size: 100\n"
         )
         (job / "overrides.yaml").write_text(f"- strategy={name}\n")
         (sweep / str(i) / "metrics.json").write_text(json.dumps({"status": "ok", **metrics}))

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import read_metrics
 from transferlab.train import train
 
 KEYS = [
@@ -18,15 +19,11 @@ KEYS = [
 ]  # fmt: skip
 
 
-def _metrics(cfg) -> dict:
-    return json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
-
-
 @pytest.mark.parametrize("strategy", ["feature_extraction", "fine_tuning", "lora", "lp_ft"])
-def test_every_strategy_trains_and_writes_metrics(tiny_cfg, strategy):
+def test_every_strategy_trains_and_writesread_metrics(tiny_cfg, strategy):
     cfg = tiny_cfg(f"strategy={strategy}", "trainer.max_epochs=2")
     value = train(cfg)
-    m = _metrics(cfg)
+    m = read_metrics(cfg)
     assert m["status"] == "ok" and value == pytest.approx(m["val/acc"])
     for key in KEYS:
         assert key in m and m[key] is not None and not (isinstance(m[key], float) and math.isnan(m[key])), key
@@ -42,18 +39,18 @@ def test_every_strategy_trains_and_writes_metrics(tiny_cfg, strategy):
 def test_feature_cache_is_reused_and_rebuilt_when_corrupt(tiny_cfg, caplog):
     cfg = tiny_cfg("strategy=feature_extraction")
     train(cfg)
-    first = _metrics(cfg)
+    first = read_metrics(cfg)
     assert first["time/feature_extraction_s"] > 0
     files = sorted(Path(cfg.paths.cache_dir, "features").glob("*.safetensors"))
     assert len(files) == 3
     train(cfg)  # warm: no extraction at all
-    assert "time/feature_extraction_s" not in _metrics(cfg)
-    assert _metrics(cfg)["test/acc"] == pytest.approx(first["test/acc"])
+    assert "time/feature_extraction_s" not in read_metrics(cfg)
+    assert read_metrics(cfg)["test/acc"] == pytest.approx(first["test/acc"])
     assert files[0].name.startswith("digits-test-")
     files[0].write_bytes(files[0].read_bytes()[:100])  # corrupt the test split's file
     train(cfg)
     assert "corrupt" in caplog.text
-    rebuilt = _metrics(cfg)
+    rebuilt = read_metrics(cfg)
     assert rebuilt["time/test_feature_extraction_s"] > 0  # rebuilt, and not counted as fit time:
     assert "time/feature_extraction_s" not in rebuilt  # train and val came from the cache
 
@@ -78,16 +75,16 @@ def test_lora_checkpoint_holds_only_adapters_and_head(tiny_cfg):
     net_keys = [k for k in ckpt["state_dict"] if k.startswith("net.")]
     params = [k for k in net_keys if "running_" not in k and "num_batches" not in k]
     assert params and all("lora_" in k or "modules_to_save" in k for k in params)
-    assert ckpt["transferlab"]["strategy"] == "LoRA"
+    assert ckpt["transferlab"]["strategy"] == "Lora"
 
 
 def test_eval_reproduces_test_accuracy(tiny_cfg, tmp_path):
-    from tests.conftest import compose_config
+    from tests.helpers import compose_config
     from transferlab.eval import evaluate
 
     cfg = tiny_cfg("strategy=fine_tuning")
     train(cfg)
-    trained = _metrics(cfg)
+    trained = read_metrics(cfg)
     best = next(Path(cfg.paths.output_dir, "checkpoints").glob("best-*.ckpt"))
     eval_cfg = compose_config(tmp_path / "eval", [f"ckpt_path={best}", "trainer=cpu"], config_name="eval")
     evaluate(eval_cfg)
@@ -105,7 +102,7 @@ def test_lora_export_merges_and_loads_as_plain_timm(tiny_cfg, tmp_path):
     import timm
     from safetensors.torch import load_file
 
-    from tests.conftest import compose_config
+    from tests.helpers import compose_config
     from transferlab.checkpoints import read_checkpoint, rebuild, run_config
     from transferlab.export import export
 

@@ -57,7 +57,7 @@ def test_sweep_report_run_lands_in_the_jobs_group(tmp_path, no_wandb_key):
     import subprocess
     import sys
 
-    from tests.conftest import TINY
+    from tests.helpers import TINY
 
     sweep = tmp_path / "sweep"
     # A fresh process, as a user's: no W&B state from earlier in-process tests (e.g. the address of this pytest
@@ -77,3 +77,17 @@ def test_sweep_report_run_lands_in_the_jobs_group(tmp_path, no_wandb_key):
     assert sum(b"report-sweep" in f.read_bytes() for f in files) == 1
     for f in files:  # the run record (protobuf) holds the group as a plain string
         assert group in f.read_bytes(), f
+
+
+def test_offline_says_so_in_one_line_and_the_config_tells_the_truth(tiny_cfg, no_wandb_key, caplog):
+    import logging
+
+    cfg = tiny_cfg("logger=wandb", "strategy=feature_extraction")
+    with caplog.at_level(logging.WARNING, logger="transferlab.utils.instantiate"):
+        train(cfg)
+    lines = [r.getMessage() for r in caplog.records if "offline" in r.getMessage()]
+    assert len(lines) == 1
+    run = next(Path(cfg.paths.log_dir, "wandb").glob("offline-run-*"))
+    assert str(run) in lines[0] and f"`wandb sync {run}`" in lines[0]
+    tree = (Path(cfg.paths.output_dir) / "config_tree.log").read_text()
+    assert "offline: true" in tree and "offline: false" not in tree

@@ -1,44 +1,56 @@
 """Turn a composed config into the three pieces of a run: datamodule, strategy module and trainer.
 
-Shared by train, eval and export so a checkpoint's stored config rebuilds exactly what trained.
+``build_run`` is the one way in, shared by train, eval, export, the benchmarks and the notebook, so a
+checkpoint's stored config rebuilds exactly what trained.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
+from dataclasses import dataclass
 
 import hydra
+import lightning as L
 import timm
 from hydra.errors import InstantiationException
 from lightning import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import InterpolationResolutionError
 
 from transferlab.models.backbone import build_network
 from transferlab.strategies.base import TransferModule
 from transferlab.utils.errors import TransferlabError, suggest
 from transferlab.utils.instantiate import instantiate_callbacks, instantiate_loggers
+from transferlab.utils.overrides import closest_key
+from transferlab.utils.threads import apply_threads, warn_if_overloaded
 
 log = logging.getLogger(__name__)
 
-_MODEL_ONLY_KEYS = ("family", "compile", "name", "weights", "input_size", "mean", "std")
+# Model config keys transferlab reads itself; every other key (drop_rate, channels_last, BLIP's shape keys) and the
+# ``timm_kwargs`` block go to the network builder (timm.create_model for timm models).
+_MODEL_ONLY_KEYS = ("family", "compile", "name", "weights", "input_size", "mean", "std", "timm_kwargs")
 
 
 def _instantiate(cfg: DictConfig, **kwargs):
-    """``hydra.utils.instantiate`` that lets our own bad-input errors through unwrapped."""
+    """``hydra.utils.instantiate`` that lets our own bad-input errors through unwrapped (Hydra wraps errors of
+    constructors, OmegaConf those of resolvers such as ``lora_alpha``)."""
     try:
         return hydra.utils.instantiate(cfg, **kwargs)
-    except InstantiationException as e:
-        cause = e.__cause__
+    except (InstantiationException, InterpolationResolutionError) as e:
+        cause = e.__cause__ or e.__context__
         while cause is not None and not isinstance(cause, TransferlabError):
-            cause = cause.__cause__
+            cause = cause.__cause__ or cause.__context__
         if cause is not None:
             raise cause from None
         raise
 
 
 def model_input_config(model_cfg: DictConfig) -> dict:
-    """Input size, mean and std the model expects, from timm's pretrained config (or the model config)."""
+    """Input size, mean, std and interpolation the model expects: timm's data config resolved from the model's
+    pretrained config (before the network exists: the datamodule is built first), with the model config's own
+    ``input_size``/``img_size``/``mean``/``std``/``interpolation`` taking precedence."""
     name = model_cfg.name
     if name.startswith("blip"):
         return {
@@ -52,16 +64,10 @@ def model_input_config(model_cfg: DictConfig) -> dict:
             f"Unknown timm model '{name}'.{suggest(name, timm.list_models())} See timm.list_models()."
         )
     pretrained = timm.get_pretrained_cfg(name)
-    cfg = pretrained.to_dict() if pretrained is not None else {}
-    img_size = model_cfg.get("img_size")  # a ViT built for another size (+model.img_size=N) must get N-pixel images
-    if img_size:
-        cfg["input_size"] = (3, img_size, img_size) if isinstance(img_size, int) else (3, *img_size)
-    return {
-        "input_size": tuple(model_cfg.get("input_size") or cfg.get("input_size", (3, 224, 224))),
-        "mean": tuple(model_cfg.get("mean") or cfg.get("mean", timm.data.IMAGENET_DEFAULT_MEAN)),
-        "std": tuple(model_cfg.get("std") or cfg.get("std", timm.data.IMAGENET_DEFAULT_STD)),
-        "interpolation": model_cfg.get("interpolation") or cfg.get("interpolation", "bilinear"),
-    }
+    given = {**(model_cfg.get("timm_kwargs") or {}), **model_cfg}  # a ViT built for N px (img_size) gets N-px images
+    args = {k: given[k] for k in ("input_size", "img_size", "mean", "std", "interpolation") if given.get(k)}
+    data = timm.data.resolve_data_config(args, pretrained_cfg=pretrained.to_dict() if pretrained else {})
+    return {k: data[k] for k in ("input_size", "mean", "std", "interpolation")}
 
 
 def build_datamodule(cfg: DictConfig) -> LightningDataModule:
@@ -78,20 +84,96 @@ def build_datamodule(cfg: DictConfig) -> LightningDataModule:
     )
 
 
+def _constructor_keys(cls) -> set[str]:
+    """Every named argument of ``cls.__init__`` and of the ``__init__``s its ``**kwargs`` reach up the MRO."""
+    keys = set()
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass):
+            params = inspect.signature(klass.__init__).parameters.values()
+            keys |= {p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+            if not any(p.kind == p.VAR_KEYWORD for p in params):
+                break
+    return keys
+
+
+def _check_added_strategy_keys(cfg: DictConfig) -> None:
+    """``+strategy.rank=8`` adds a key no strategy reads (PEFT presets would keep it as an unused knob): name the
+    closest real key instead of training without it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized() or "_target_" not in cfg.strategy:
+        return
+    added = [
+        o.split("=", 1)[0][len("+strategy.") :] for o in HydraConfig.get().overrides.task if o.startswith("+strategy.")
+    ]
+    if not added:
+        return
+    known = _constructor_keys(hydra.utils.get_class(cfg.strategy._target_))
+    text = OmegaConf.to_yaml(cfg.strategy, resolve=False)  # a preset's peft_config may read ${strategy.<knob>}
+    for key in added:
+        if "." in key or key in known or f".{key}}}" in text:
+            continue
+        choice = HydraConfig.get().runtime.choices.get("strategy")
+        close = closest_key(key, [str(k) for k in cfg.strategy if not str(k).startswith("_")])
+        hint = f"Did you mean strategy.{close}?" if close else "Remove it."
+        raise TransferlabError(f"strategy.{key} is not a key of strategy={choice}; nothing would read it. {hint}")
+
+
 def build_module(cfg: DictConfig, num_classes: int) -> TransferModule:
-    """The strategy's LightningModule around a freshly built backbone with a ``num_classes`` head."""
-    model_kwargs = {
-        k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k not in _MODEL_ONLY_KEYS
-    }
+    """The strategy's LightningModule around a freshly built backbone with a ``num_classes`` head, holding the
+    resolved run config."""
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    model_kwargs = {k: v for k, v in model.items() if k not in _MODEL_ONLY_KEYS} | (model.get("timm_kwargs") or {})
+    image_size = cfg.data.get("image_size")
+    if image_size and "img_size" not in model_kwargs and _takes_img_size(cfg.model.name):
+        model_kwargs["img_size"] = image_size  # ViTs are built for one size; timm resizes the position embeddings
     net = build_network(cfg.model.name, num_classes, weights=str(cfg.model.weights), **model_kwargs)
     strategy_cfg = cfg.strategy.copy()
     with open_dict(strategy_cfg):
         strategy_cfg.pop("name", None)
     module = _instantiate(strategy_cfg, net=net, num_classes=num_classes, _convert_="all")
+    module.run_config = OmegaConf.to_container(cfg, resolve=True)  # stored in checkpoints: eval/export rebuild from it
+    if not module.base_reproducible and module.needs_pretrained_backbone:  # fine-tuning may start from random
+        log.warning(
+            "model.weights=none: the backbone is random, so strategy=%s learns on random features. Use "
+            "model.weights=hub, bundled or a file, or strategy=fine_tuning.",
+            cfg.strategy.get("name") or type(module).__name__,
+        )
     if cfg.model.get("compile"):
         # In-place Module.compile keeps parameter names (and so checkpoints) unchanged, unlike torch.compile(net).
         module.net.compile()
     return module
+
+
+def _takes_img_size(name: str) -> bool:
+    """Whether timm builds ``name`` as a VisionTransformer (ViT, DeiT), whose constructor takes ``img_size``."""
+    return (
+        not name.startswith("blip")
+        and timm.is_model(name)
+        and timm.models.is_model_in_modules(name, ["vision_transformer", "deit"])
+    )
+
+
+def _positive_int(key: str, value, allow: tuple = ()) -> None:
+    if value in allow or value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise TransferlabError(f"{key}={value} must be a positive integer. Try {key}=1.")
+
+
+def trainer_config(cfg: DictConfig) -> DictConfig:
+    """``cfg.trainer`` checked for values Lightning would only fail on later, without our own keys (``threads``)."""
+    trainer = cfg.trainer.copy()
+    _positive_int("trainer.max_epochs", trainer.get("max_epochs"))
+    _positive_int("trainer.check_val_every_n_epoch", trainer.get("check_val_every_n_epoch"))
+    _positive_int("trainer.log_every_n_steps", trainer.get("log_every_n_steps"))
+    _positive_int("trainer.max_steps", trainer.get("max_steps"), allow=(-1,))  # -1: Lightning's "no limit"
+    min_epochs = trainer.get("min_epochs")
+    if min_epochs is not None and (not isinstance(min_epochs, int) or min_epochs < 0):
+        raise TransferlabError(f"trainer.min_epochs={min_epochs} must be 0 or more. Try trainer.min_epochs=1.")
+    with open_dict(trainer):
+        trainer.pop("threads", None)  # ours, applied in build_run: not a Lightning Trainer argument
+    return trainer
 
 
 def build_trainer(cfg: DictConfig, with_loggers: bool = True) -> Trainer:
@@ -100,4 +182,33 @@ def build_trainer(cfg: DictConfig, with_loggers: bool = True) -> Trainer:
     loggers = instantiate_loggers(cfg.get("logger"), cfg) if with_loggers else []
     if not loggers:  # Lightning refuses an LR monitor with nothing to log to
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    return hydra.utils.instantiate(trainer_config(cfg), callbacks=callbacks, logger=loggers or False)
+
+
+@dataclass
+class Run:
+    """What a run is built from: its config, the datamodule the strategy trains on, the module, the trainer."""
+
+    cfg: DictConfig
+    datamodule: LightningDataModule
+    module: TransferModule
+    trainer: Trainer | None
+
+
+def build_run(cfg: DictConfig, trainer: bool = True, loggers: bool = True) -> Run:
+    """Seed, then build data, backbone + strategy, the strategy's view of the data (e.g. a feature cache) and,
+    with ``trainer``, the Trainer (with ``loggers``)."""
+    threads = apply_threads(cfg.trainer.get("threads"))  # before anything is built: data, model, Trainer
+    warn_if_overloaded(threads)
+    if trainer:
+        trainer_config(cfg)  # bad trainer values fail now, before data and model are built
+    _check_added_strategy_keys(cfg)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg, datamodule.num_classes)
+    return Run(
+        cfg=cfg,
+        datamodule=module.wrap_datamodule(datamodule),
+        module=module,
+        trainer=build_trainer(cfg, with_loggers=loggers) if trainer else None,
+    )

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from transferlab.build import build_datamodule, build_module
+from transferlab.build import build_run
 from transferlab.utils.errors import TransferlabError
 
 
@@ -20,6 +20,10 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        if "unsupported global" not in str(e).lower():  # garbage bytes, not a pickle that names a class to run
+            raise TransferlabError(
+                f"Checkpoint {path} is corrupt or not a checkpoint (unreadable pickle). Use another one, e.g. last.ckpt."
+            ) from e
         raise TransferlabError(
             f"{path} needs arbitrary code to unpickle, which transferlab refuses. Use a checkpoint transferlab wrote."
         ) from e
@@ -51,12 +55,8 @@ def run_config(checkpoint: dict, data_root: str | None = None, output_dir: str |
 
 def rebuild(checkpoint: dict, cfg: DictConfig, load_weights: bool = True):
     """Rebuild (module, datamodule) as trained; with ``load_weights`` the checkpoint's tensors are loaded too."""
-    datamodule = build_datamodule(cfg)
-    module = build_module(cfg, datamodule.num_classes)
-    module.run_config = OmegaConf.to_container(cfg, resolve=True)
+    run = build_run(cfg, trainer=False)
     if load_weights:
-        module.on_load_checkpoint(checkpoint)
-        module.load_state_dict(checkpoint["state_dict"], strict=False)  # completeness checked just above
-    if hasattr(module, "wrap_datamodule"):
-        datamodule = module.wrap_datamodule(datamodule)
-    return module, datamodule
+        run.module.on_load_checkpoint(checkpoint)
+        run.module.load_state_dict(checkpoint["state_dict"], strict=False)  # completeness checked just above
+    return run.module, run.datamodule

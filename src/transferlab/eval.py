@@ -12,11 +12,13 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from transferlab.build import trainer_config
 from transferlab.checkpoints import read_checkpoint, rebuild, run_config
 from transferlab.predictions import save_predictions
 from transferlab.utils.io import atomic_write_json
 from transferlab.utils.setup import CONFIG_DIR, setup_environment
 from transferlab.utils.task import task_wrapper
+from transferlab.utils.threads import apply_threads
 
 log = logging.getLogger(__name__)
 setup_environment()
@@ -29,7 +31,8 @@ def evaluate(cfg: DictConfig) -> dict:
     out_dir = Path(cfg.paths.output_dir)
     train_cfg = run_config(checkpoint, data_root=cfg.get("data_root"), output_dir=str(out_dir))
     module, datamodule = rebuild(checkpoint, train_cfg, load_weights=False)
-    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=[], enable_checkpointing=False)
+    apply_threads(cfg.trainer.get("threads"))
+    trainer = hydra.utils.instantiate(trainer_config(cfg), callbacks=[], enable_checkpointing=False)
     results = trainer.test(module, datamodule=datamodule, ckpt_path=str(cfg.ckpt_path))[0]
     metrics = {**results, "ckpt_path": str(Path(cfg.ckpt_path).resolve()), "status": "ok"}
     save_predictions(out_dir, module.test_predictions, test_set=train_cfg.data.name)

@@ -1,7 +1,8 @@
 """Export a trained model as a plain timm state_dict: ``python -m transferlab.export ckpt_path=PATH``.
 
-LoRA adapters are merged into the weights; a feature-extraction head's standardisation is folded
-into its linear layer. The result loads with ``timm.create_model(arch, num_classes=K)`` and no
+Each strategy says what its plain network is (``TransferModule.plain_network``): PEFT adapters are
+merged into the weights where the method can merge; a feature-extraction head's standardisation is
+folded into its linear layer. The result loads with ``timm.create_model(arch, num_classes=K)`` and no
 transferlab or PEFT code. Before writing, the exported model's outputs are compared with the
 trained model's on a real test batch.
 """
@@ -15,7 +16,6 @@ import hydra
 import torch
 from omegaconf import DictConfig
 from safetensors.torch import save_file
-from torch import nn
 
 from transferlab.checkpoints import read_checkpoint, rebuild, run_config
 from transferlab.utils.errors import TransferlabError
@@ -25,26 +25,6 @@ from transferlab.utils.task import task_wrapper
 
 log = logging.getLogger(__name__)
 setup_environment()
-
-
-def plain_network(module) -> nn.Module:
-    """The trained network as a plain timm model (adapters merged, head folded to one Linear where possible)."""
-    from transferlab.strategies.feature_extraction import Standardize
-
-    if hasattr(module, "merged_network"):
-        return module.merged_network()
-    import copy
-
-    net = copy.deepcopy(module.net)
-    head = net.get_submodule(module.head_name)
-    if isinstance(head, nn.Sequential) and len(head) == 2 and isinstance(head[0], Standardize):
-        std, mean, linear = head[0].std, head[0].mean, head[1]
-        folded = nn.Linear(linear.in_features, linear.out_features)
-        with torch.no_grad():  # W (x - m) / s + b  ==  (W / s) x + (b - (W / s) m)
-            folded.weight.copy_(linear.weight / std)
-            folded.bias.copy_(linear.bias - folded.weight @ mean)
-        net.set_submodule(module.head_name, folded)
-    return net
 
 
 def _test_batch(module, datamodule) -> torch.Tensor:
@@ -62,7 +42,7 @@ def export(cfg: DictConfig) -> dict:
     train_cfg = run_config(checkpoint, data_root=cfg.get("data_root"))
     module, datamodule = rebuild(checkpoint, train_cfg)
     module.eval()
-    plain = plain_network(module).eval()
+    plain = module.plain_network().eval()
     x = _test_batch(module, datamodule)
     with torch.no_grad():
         diff = (module(x) - plain(x)).abs().max().item()

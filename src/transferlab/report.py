@@ -24,6 +24,7 @@ def build_report(sweep_dir: str | Path) -> Path:
     from transferlab.reporting.ladder import ladder_section, write_ladder_plot
     from transferlab.reporting.latex import write_latex_tables
     from transferlab.reporting.markdown import write_markdown
+    from transferlab.reporting.optuna_summary import optuna_section
     from transferlab.reporting.plots import write_plots
     from transferlab.utils.io import atomic_write
 
@@ -38,6 +39,7 @@ def build_report(sweep_dir: str | Path) -> Path:
     ladder_plot = write_ladder_plot(results, sweep_dir / "plots")
     plots += [ladder_plot] if ladder_plot else []
     extra = ladder_section(results) if ladder_plot else ""
+    extra += optuna_section(sweep_dir)  # '' unless the sweep ran an Optuna study
     report = write_markdown(results, sweep_dir / "report.md", plots, title=sweep_dir.name, table=table, extra=extra)
     log.info("Report: %s (%d jobs)", report, len(results))
     return report
@@ -47,7 +49,14 @@ class ReportCallback(Callback):
     """Hydra callback: build the report when a multirun ends (failures included), then log it to W&B if in use."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        from transferlab.sweeps.job import exit_if_interrupted
+
         sweep_dir = Path(config.hydra.sweep.dir)
+        self._report(config, sweep_dir)
+        exit_if_interrupted(sweep_dir)  # a SIGTERM after the last job started still ends the process non-zero
+
+    @staticmethod
+    def _report(config: DictConfig, sweep_dir: Path) -> None:
         try:
             report = build_report(sweep_dir)
         except Exception as e:  # noqa: BLE001 - the sweep's own results are already safe on disk

@@ -11,12 +11,13 @@ import time
 from pathlib import Path
 
 import hydra
-import lightning as L
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
-from transferlab.build import build_datamodule, build_module, build_trainer
-from transferlab.metrics import collect_metrics
+from transferlab.build import build_run
+from transferlab.checkpoints import read_checkpoint
 from transferlab.predictions import save_predictions
+from transferlab.run_summary import run_summary
+from transferlab.sweeps import resumable
 from transferlab.utils.console import print_config_tree
 from transferlab.utils.errors import TransferlabError
 from transferlab.utils.instantiate import log_run_to_loggers
@@ -38,6 +39,7 @@ def _resume_checkpoint(cfg: DictConfig) -> str | None:
             raise TransferlabError(
                 f"resume={run_dir}: no checkpoints/last.ckpt there. Point resume at a run folder that saved one."
             )
+        read_checkpoint(last)  # corrupt, truncated or foreign: one line now, not Lightning's torch.load traceback
         with open_dict(cfg):
             cfg.paths.output_dir = str(run_dir)  # checkpoints, CSV logs and metrics.json continue in the old run dir
         return str(last)
@@ -46,22 +48,20 @@ def _resume_checkpoint(cfg: DictConfig) -> str | None:
         raise TransferlabError(
             f"ckpt_path={ckpt} does not exist. Give the path of a .ckpt file, or use resume=RUN_DIR."
         )
+    if ckpt and ckpt != "last":
+        read_checkpoint(ckpt)
     return ckpt
 
 
 @task_wrapper
+@resumable  # sweeps re-run into their folder skip/resume jobs; SIGTERM/SIGINT stop cleanly
 def train(cfg: DictConfig) -> dict:
     """Fit and test the configured strategy; write metrics.json into the run dir and return the metrics."""
     started = time.perf_counter()
     ckpt_path = _resume_checkpoint(cfg)
     out_dir = Path(cfg.paths.output_dir)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-
-    datamodule = build_datamodule(cfg)
-    module = build_module(cfg, datamodule.num_classes)
-    module.run_config = OmegaConf.to_container(cfg, resolve=True)
-    datamodule = module.wrap_datamodule(datamodule) if hasattr(module, "wrap_datamodule") else datamodule
-    trainer = build_trainer(cfg)
+    run = build_run(cfg)
+    datamodule, module, trainer = run.datamodule, run.module, run.trainer
     log_run_to_loggers(trainer.loggers, cfg)
     if trainer.is_global_zero:
         print_config_tree(cfg, save_dir=out_dir)
@@ -75,13 +75,12 @@ def train(cfg: DictConfig) -> dict:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
 
-    metrics = collect_metrics(cfg, trainer, module, datamodule, fit_metrics)
+    metrics = run_summary(cfg, trainer, module, datamodule, fit_metrics)
     # The whole job, data loading to test: what a sweep pays per job (interpreter start-up excluded).
     metrics["time/run_s"] = time.perf_counter() - started
     log_run_to_loggers(trainer.loggers, cfg, metrics)
     if trainer.is_global_zero:
-        if hasattr(module, "save_adapter"):
-            module.save_adapter(out_dir / "adapter")  # the best adapter: trainer.test loaded the best checkpoint
+        metrics.update(module.save_artifacts(out_dir))  # e.g. the best adapter: trainer.test loaded the best checkpoint
         if module.test_predictions is not None:  # per-example, for the report's paired tests
             save_predictions(out_dir, module.test_predictions, test_set=cfg.data.name)
         atomic_write_json(out_dir / "metrics.json", metrics)

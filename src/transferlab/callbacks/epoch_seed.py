@@ -5,9 +5,11 @@ from __future__ import annotations
 from lightning import Callback
 from lightning.fabric.utilities.seed import seed_everything
 
+from transferlab.data.seeds import epoch_seed
+
 
 class EpochSeed(Callback):
-    """Seed python, numpy and torch with ``seed`` and the epoch before each training epoch.
+    """Seed python, numpy and torch with ``epoch_seed(seed, epoch)`` before each training epoch.
 
     Lightning checkpoints do not hold RNG states; without this, augmentation and dropout after a
     resume would draw different numbers than the uninterrupted run.
@@ -17,4 +19,4 @@ class EpochSeed(Callback):
         self.seed = seed
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        seed_everything(self.seed * 1_000 + trainer.current_epoch + 1, workers=True, verbose=False)
+        seed_everything(epoch_seed(self.seed, trainer.current_epoch), workers=True, verbose=False)

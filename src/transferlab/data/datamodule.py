@@ -8,10 +8,11 @@ from pathlib import Path
 
 import torch
 from lightning import LightningDataModule
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
-from transferlab.data.datasets import Subset, collate_pairs
+from transferlab.data.datasets import collate_pairs
 from transferlab.data.samplers import EpochShuffleSampler, process_shard
+from transferlab.data.seeds import augment_seed
 from transferlab.data.sources import SOURCES
 from transferlab.data.splits import split_indices
 from transferlab.data.transforms import BatchTransform
@@ -86,7 +87,9 @@ class ImageDataModule(LightningDataModule):
                 f"Set data.num_classes={len(self.classes)} (or null to infer it)."
             )
         train_idx, val_idx = split_indices(torch.as_tensor(train.targets).numpy(), hp.train_size, hp.val_size, hp.seed)
-        self.train_set, self.val_set, self.test_set = Subset(train, train_idx), Subset(train, val_idx), test
+        # plain int indices: torch's Subset forwards a batch of them to the source's batched __getitems__
+        self.train_set, self.val_set = Subset(train, train_idx.tolist()), Subset(train, val_idx.tolist())
+        self.test_set = test
         log.info(
             "Data %s: %d train / %d val / %d test images, %d classes",
             self.name, len(self.train_set), len(self.val_set), len(self.test_set), self.num_classes,
@@ -154,5 +157,5 @@ class ImageDataModule(LightningDataModule):
         training = trainer is not None and trainer.training
         if not training:
             return self.preprocess(images), labels
-        seed = self.hparams.seed * 1_000_003 + trainer.global_step * 101
+        seed = augment_seed(self.hparams.seed, trainer.global_step)
         return self.preprocess(images, augment=True, seed=seed, shard=process_shard(trainer)), labels

@@ -51,32 +51,6 @@ class TensorImages(TensorPairs):
         return self.inputs
 
 
-class Subset(Dataset):
-    """A view of ``dataset`` restricted to ``indices`` that keeps the batched fast path."""
-
-    def __init__(self, dataset: Dataset, indices: Sequence[int]):
-        self.dataset = dataset
-        self.indices = torch.as_tensor(indices, dtype=torch.long)
-        self.classes = dataset.classes
-
-    @property
-    def targets(self) -> torch.Tensor:
-        """Labels of the samples in this subset."""
-        return torch.as_tensor(self.dataset.targets)[self.indices]
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int):
-        return self.dataset[int(self.indices[i])]
-
-    def __getitems__(self, indices: list[int]):
-        real = self.indices[torch.as_tensor(indices)].tolist()
-        if hasattr(self.dataset, "__getitems__"):
-            return self.dataset.__getitems__(real)
-        return collate_pairs([self.dataset[i] for i in real])
-
-
 class FileImages(Dataset):
     """Image files decoded one by one (in loader workers) and resized to a fixed square size."""
 

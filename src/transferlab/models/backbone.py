@@ -19,11 +19,6 @@ def classifier_name(net: nn.Module) -> str:
     return net.pretrained_cfg.get("classifier", "classifier")
 
 
-def input_config(net: nn.Module) -> dict:
-    """The model's own preprocessing: input size, mean and std, from timm's pretrained data config."""
-    return timm.data.resolve_model_data_config(net)
-
-
 def build_network(
     name: str,
     num_classes: int,

@@ -1,4 +1,5 @@
-"""Per-family facts the strategies need: LoRA target presets and where the blocks are."""
+"""Per-family facts the strategies need: adapter target presets (LoRA and every other PEFT method) and where
+the blocks are."""
 
 from __future__ import annotations
 
@@ -29,11 +30,29 @@ LORA_PRESETS: dict[str, str | list[str]] = {
 }
 
 
+# The layer types each family's preset targets, for errors that say where a method works (VeRA and
+# FourierFT adapt Linear layers only). tests/test_model_families.py checks this against the models.
+PRESET_LAYER_TYPES: dict[str, tuple[str, ...]] = {
+    "efficientnet": ("Conv2d",),
+    "mobilenetv3": ("Conv2d",),
+    "vit": ("Linear",),
+    "vit_full": ("Linear",),
+    "resnet": ("Conv2d",),
+    "convnext": ("Linear", "Conv2d"),
+    "blip": ("Linear",),
+}
+
+
+def layer_types_by_family() -> dict[str, tuple[str, ...]]:
+    """Layer types (class names) targeted by each family's preset."""
+    return dict(PRESET_LAYER_TYPES)
+
+
 def lora_preset(family: str) -> str | list[str]:
-    """The default LoRA targets of a model family."""
+    """The default adapter targets of a model family (every PEFT method uses them unless told otherwise)."""
     if family not in LORA_PRESETS:
         raise TransferlabError(
-            f"No LoRA preset for family '{family}' (known: {', '.join(LORA_PRESETS)}). Set strategy.target_modules explicitly."
+            f"No adapter preset for family '{family}' (known: {', '.join(LORA_PRESETS)}). Set strategy.target_modules explicitly."
         )
     return LORA_PRESETS[family]
 

@@ -52,6 +52,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        if "unsupported global" not in str(e).lower():  # garbage bytes, not a pickle that names a class to run
+            raise TransferlabError(
+                f"Weights file {path} is corrupt or not a weights file (unreadable pickle). Re-download or re-export it."
+            ) from e
         raise TransferlabError(
             f"{path} needs arbitrary code to unpickle, which transferlab refuses. Re-save it as a plain state_dict or .safetensors."
         ) from e

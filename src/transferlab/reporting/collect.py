@@ -19,22 +19,23 @@ def _read_yaml(path: Path):
         return None
 
 
+def strategy_class(strategy_cfg: dict) -> type:
+    """The strategy class a job's config names (``_target_``); the base class when it cannot be imported."""
+    from hydra.utils import get_class
+
+    from transferlab.strategies.base import TransferModule  # torch and PEFT load only when a report is built
+
+    try:
+        return get_class(strategy_cfg["_target_"])
+    except Exception:  # a config from another version or project: a plain label and the neutral colour
+        return TransferModule
+
+
 def arm_label(cfg: dict) -> str:
-    """A short human name for a job's strategy settings, e.g. ``lora r=8 a=16`` or ``fine_tuning (last 2)``."""
-    s = cfg.get("strategy") or {}
-    name = s.get("name", "?")
-    if name in ("fine_tuning", "lp_ft"):
-        unfreeze = s.get("unfreeze")
-        if unfreeze == "last_n_blocks":
-            return f"{name} (last {s.get('n_blocks')})"
-        if name == "fine_tuning" and unfreeze != "all":
-            return f"{name} ({unfreeze})"
-        return name if name == "lp_ft" else f"{name} (all)"
-    if name == "lora":
-        extra = " dora" if s.get("use_dora") else ""
-        extra += " rslora" if s.get("use_rslora") else ""
-        return f"lora r={s.get('r')} a={_fmt(s.get('alpha'))}{extra}"
-    return name
+    """A short human name for a job's strategy settings, from the strategy itself (``report_label``):
+    e.g. ``lora r=8 a=16`` or ``fine_tuning (last 2)``."""
+    strategy = cfg.get("strategy") or {}
+    return strategy_class(strategy).report_label(strategy)
 
 
 def _fmt(v):
@@ -50,6 +51,7 @@ def _job_row(job_dir: Path) -> dict:
         "overrides": " ".join(o for o in overrides if not o.startswith("hydra")),
         "label": arm_label(cfg),
         "strategy": strategy.get("name"),
+        "family": strategy_class(strategy).report_family(strategy),
         "r": strategy.get("r"),
         "alpha": strategy.get("alpha"),
         "seed": cfg.get("seed"),
@@ -120,7 +122,7 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     std = grouped[metrics].std(ddof=1).fillna(0.0).add_suffix(" std")
     out = mean.join(std)
     out["seeds"] = grouped.size()
-    for key in ("strategy", "r", "alpha", "model"):
+    for key in ("strategy", "family", "r", "alpha", "model"):
         out[key] = grouped[key].first()
     if "feature_cache" in ok:  # "warm" when any seed's fit time left out the extraction
         out["feature_cache"] = grouped["feature_cache"].agg(lambda v: "warm" if (v == "warm").any() else v.iloc[0])

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import pandas as pd
 from matplotlib.figure import Figure
 
-from transferlab.reporting.plots import _save
+from transferlab.reporting.plots import _save, arm_colors
 
 TIMM_CSV = "huggingface/pytorch-image-models `results/results-imagenet.csv` (commit 4e5207c7, 2025-10-30)"
 TF_README = "tensorflow/tpu `models/official/efficientnet/lite/README.md` (FP32 accuracy)"
@@ -47,7 +47,6 @@ KORNBLITH = (
     "Kornblith, Shlens & Le, *Do Better ImageNet Models Transfer Better?* (CVPR 2019), found r = 0.99 with fixed "
     "features and r = 0.96 with fine-tuning, over 16 networks and 12 datasets"
 )
-_COLORS = {"feature_extraction": "tab:blue", "fine_tuning": "tab:orange", "lp_ft": "tab:red", "lora": "tab:green"}
 _MARKERS = "osD^v<>pP*hX"
 
 
@@ -71,6 +70,7 @@ def _ladder(df: pd.DataFrame) -> pd.DataFrame | None:
     grouped = ok.groupby(["model", "label"], sort=False)
     out = grouped["test/acc"].agg(acc="mean", std=lambda s: s.std(ddof=1) if len(s) > 1 else 0.0, seeds="size")
     out["strategy"] = grouped["strategy"].first()
+    out["family"] = grouped["family"].first() if "family" in ok else None
     out = out.reset_index()
     out["imagenet_top1"] = out["model"].map(lambda m: _top1(m).top1)
     return out.sort_values(["imagenet_top1", "model"], kind="stable", ignore_index=True)
@@ -92,10 +92,11 @@ def write_ladder_plot(df: pd.DataFrame, folder: str | Path) -> Path | None:
     folder.mkdir(parents=True, exist_ok=True)
     fig = Figure(figsize=(8.5, 5.2))
     ax = fig.subplots()
+    colors = arm_colors(ladder)
     for i, (label, rows) in enumerate(ladder.groupby("label", sort=False)):
         ax.errorbar(rows["imagenet_top1"], rows["acc"], yerr=rows["std"] if (rows["seeds"] > 1).any() else None,
                     marker=_MARKERS[i % len(_MARKERS)], markersize=8, capsize=3, label=label,
-                    color=_COLORS.get(rows["strategy"].iloc[0], "tab:gray"))  # fmt: skip
+                    color=colors[label])  # fmt: skip
     top1 = ladder.drop_duplicates("model")
     ticks = [f"{t:.1f}\n{_short(m)}" for m, t in zip(top1["model"], top1["imagenet_top1"], strict=True)]
     ax.set_xticks(top1["imagenet_top1"], ticks)

@@ -53,9 +53,11 @@ def ranking_table(df: pd.DataFrame, sweep_dir: str | Path, table: pd.DataFrame |
         return "_No job finished successfully._\n"
     show_size = table["train_size"].nunique() > 1
     with_seeds = "p_seeds" in table and table["p_seeds"].notna().any()
+    with_adapters = "adapter/size_mb" in table and table["adapter/size_mb"].notna().any()
     head = ["#", "strategy", *(["train size"] if show_size else []), "test acc [95% interval]", "interval",
             "McNemar p (Holm) vs best", *(["seeds p (Holm) vs best"] if with_seeds else []), "tie with best", "test F1 (macro)", "trainable params", "trainable %", "fit time (s)",
-            "train img/s", "peak mem (MB)", "fit mem increase (MB)", "checkpoint (MB)", "seeds"]  # fmt: skip
+            "train img/s", "peak mem (MB)", "fit mem increase (MB)", "checkpoint (MB)",
+            *(["adapter (MB)"] if with_adapters else []), "seeds"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, row in table.iterrows():
         fit_time = _pm(row, "time/fit_s", ".0f") + (" (warm cache)" if row.get("feature_cache") == "warm" else "")
@@ -65,7 +67,7 @@ def ranking_table(df: pd.DataFrame, sweep_dir: str | Path, table: pd.DataFrame |
                  _num(row.get("params/trainable_pct"), ".2f"), fit_time,
                  _num(row.get("throughput/train_samples_per_s"), ".0f"), _num(row.get("memory/peak_mb"), ".0f"),
                  _num(row.get("memory/fit_increase_mb"), ".0f"), _num(row.get("checkpoint/size_mb"), ".2f"),
-                 str(int(row["seeds"]))]  # fmt: skip
+                 *([_num(row.get("adapter/size_mb"), ".2f")] if with_adapters else []), str(int(row["seeds"]))]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -125,6 +127,10 @@ def write_markdown(
             used = ", ".join(sorted({"fp32" if p in ("32", 32) else str(p) for p in precision.dropna()}))
             parts.append(f"Feature extraction's frozen pass ran in {used} (`strategy.extract_precision`); the cached "
                          "features are stored in fp32 and the head trains in fp32.\n")  # fmt: skip
+    threads = df.get("threads")
+    if threads is not None and threads.notna().any():  # timings (and the last digits of results) depend on it
+        used = ", ".join(str(int(t)) for t in sorted(set(threads.dropna())))
+        parts.append(f"torch ran with {used} intra-op CPU thread(s) per job (`trainer.threads`).\n")
     failed = df[df["status"] != "ok"]
     if not failed.empty:
         parts.append("## Failed jobs\n")

@@ -9,12 +9,26 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.figure import Figure  # the OO API: no pyplot state, no backend switch for notebooks
 
 from transferlab.utils.io import atomic_write
 
-_COLORS = {"feature_extraction": "tab:blue", "fine_tuning": "tab:orange", "lp_ft": "tab:red", "lora": "tab:green"}
+# One hue per strategy family (``TransferModule.report_family``); the arms of a family get its shades.
+_FAMILY_COLORMAPS = {"frozen": "Blues", "fine-tuning": "Oranges", "selective": "Purples", "adapters": "Greens"}
 _MARKERS = "osD^v<>pP*hX"
+
+
+def arm_colors(rows: pd.DataFrame) -> dict[str, tuple]:
+    """A colour per arm ``label``: the hue of its ``family`` (grey for unknown ones), a darker shade per arm."""
+    colors = {}
+    family = rows["family"] if "family" in rows else pd.Series("other", index=rows.index)
+    for name, labels in rows.assign(family=family.fillna("other")).groupby("family", sort=False)["label"]:
+        cmap = colormaps[_FAMILY_COLORMAPS.get(name, "Greys")]
+        distinct = list(dict.fromkeys(labels))
+        shades = np.linspace(0.9, 0.5, len(distinct)) if len(distinct) > 1 else [0.75]  # light ends are invisible
+        colors.update({label: cmap(float(shade)) for label, shade in zip(distinct, shades, strict=True)})
+    return colors
 
 
 def _save(fig, path: Path) -> Path:
@@ -54,9 +68,10 @@ def _scatter(
     fig = Figure(figsize=(8.5, 5.2))
     ax = fig.subplots()
     warm = data.get("feature_cache", pd.Series(index=data.index, dtype=object)) == "warm"
+    colors = arm_colors(data)
     for i, (idx, row) in enumerate(data.iterrows()):
         hollow = x == "time/fit_s" and warm[idx]  # its fit time leaves out the extraction a first run pays
-        color = _COLORS.get(row["strategy"], "tab:gray")
+        color = colors[row["label"]]
         ax.errorbar(row[x], row["test/acc"], yerr=_yerr(data.loc[[idx]]), fmt=_MARKERS[i % len(_MARKERS)],
                     markersize=9, capsize=3, color=color, markerfacecolor="white" if hollow else color,
                     label=row["label"] + (" (warm cache)" if hollow else ""))  # fmt: skip
@@ -87,6 +102,7 @@ def _scatter(
 
 
 def _lora_grid(df: pd.DataFrame) -> pd.DataFrame:
+    """The LoRA jobs with a rank and alpha (DoRA and other adapter presets are their own strategies)."""
     return df[(df["status"] == "ok") & (df["strategy"] == "lora")].dropna(subset=["r", "alpha", "test/acc"])
 
 
@@ -127,8 +143,7 @@ def _lora_rank_plot(df: pd.DataFrame, summary: pd.DataFrame, path: Path) -> Path
     ax = fig.subplots()
     for k, group in rows.groupby(ratio, sort=True):
         rule = f"alpha = {k:g}r" if k != 1 else "alpha = r"
-        ax.errorbar(group["r"], group["test/acc"], yerr=_yerr(group), marker="o", capsize=3, label=rule,
-                    color=_COLORS["lora"])  # fmt: skip
+        ax.errorbar(group["r"], group["test/acc"], yerr=_yerr(group), marker="o", capsize=3, label=rule)
     ax.set_xscale("log", base=2)
     ax.set_xticks(sorted(rows["r"].unique()), [str(int(r)) for r in sorted(rows["r"].unique())])
     ax.set_xlabel("LoRA rank r (log scale)")
@@ -147,10 +162,11 @@ def _train_size_plot(summary: pd.DataFrame, path: Path) -> Path | None:
     data = summary.assign(n=summary["train_size"].map(lambda s: full if s == "all" else int(s)))
     fig = Figure(figsize=(8.5, 5.2))
     ax = fig.subplots()
+    colors = arm_colors(data)
     for label, rows in data.groupby("label", sort=False):
         rows = rows.sort_values("n")
         ax.errorbar(rows["n"], rows["test/acc"], yerr=_yerr(rows), marker="o", capsize=3, label=label,
-                    color=_COLORS.get(rows["strategy"].iloc[0]))  # fmt: skip
+                    color=colors[label])  # fmt: skip
     ax.set_xscale("log")
     ticks = sorted(data["n"].unique())
     ax.set_xticks(ticks, [("all" if t == full and "all" in set(summary["train_size"]) else f"{t:,}") for t in ticks])

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from lightning import LightningModule
+from timm.optim import param_groups_weight_decay
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
@@ -25,7 +28,10 @@ _BATCHNORM = (nn.modules.batchnorm._BatchNorm,)
 class TransferModule(LightningModule):
     """A classifier built on a pretrained ``net`` (a timm model whose head was just replaced).
 
-    Subclasses decide what trains (``setup_trainable``) and with which LRs (``param_groups``).
+    Subclasses decide what trains (``setup_trainable``) and with which LRs (``param_groups``). A strategy's
+    special needs are hooks with do-nothing defaults that the entry points always call: ``wrap_datamodule``
+    (e.g. serve cached features), ``save_artifacts`` (e.g. an adapter folder), ``plain_network`` (what export
+    writes) and, for reports, ``report_label`` and ``report_family``.
     """
 
     def __init__(
@@ -46,8 +52,7 @@ class TransferModule(LightningModule):
         super().__init__()
         if lr is None or lr <= 0:
             raise TransferlabError(f"strategy.lr={lr} must be positive. Try strategy.lr=1e-3.")
-        if not hasattr(schedules, scheduler):
-            raise TransferlabError(f"strategy.scheduler={scheduler!r} is unknown. Use warmup_cosine or constant.")
+        schedules.by_name(scheduler)  # fail at build time, not when training starts
         self.net = net
         self.num_classes = num_classes
         self.lr = lr
@@ -95,6 +100,39 @@ class TransferModule(LightningModule):
             last.weight.zero_()
             if last.bias is not None:
                 last.bias.zero_()
+
+    # Whether a random backbone (model.weights=none) defeats the strategy: frozen random features do (a warning
+    # says so); fine-tuning can still learn from random weights.
+    needs_pretrained_backbone: bool = False
+
+    # --- hooks the entry points call; strategies override what they need ---------------------
+    @property
+    def strategy_id(self) -> str:
+        """The name stored in checkpoints; a checkpoint from another strategy is refused (compared case-blind)."""
+        return type(self).__name__
+
+    def wrap_datamodule(self, datamodule):
+        """The datamodule this strategy trains on. Default: the image datamodule unchanged."""
+        return datamodule
+
+    def save_artifacts(self, out_dir: Path) -> dict[str, float]:
+        """Write strategy-specific files into the run folder after testing; return metrics about them
+        (they join metrics.json). Default: none."""
+        return {}
+
+    def plain_network(self) -> nn.Module:
+        """The trained network as a plain timm model, for export (a copy: this module is left untouched)."""
+        return copy.deepcopy(self.net)
+
+    @classmethod
+    def report_label(cls, strategy_cfg: dict) -> str:
+        """A short name for a job's strategy settings in reports, from its (saved) strategy config."""
+        return str(strategy_cfg.get("name") or cls.__name__)
+
+    @classmethod
+    def report_family(cls, strategy_cfg: dict) -> str:
+        """The colour family in plots: arms of one family (e.g. every adapter method) share a hue."""
+        return "other"
 
     # --- what trains ------------------------------------------------------------------------
     def setup_trainable(self) -> None:
@@ -224,12 +262,9 @@ class TransferModule(LightningModule):
 
     # --- optimisation -----------------------------------------------------------------------
     def param_groups(self) -> list[dict]:
-        """Optimizer groups over trainable params only: weight decay off for biases and norms, one LR."""
-        decay, no_decay = [], []
-        for _, p in self.net.named_parameters():
-            if p.requires_grad:
-                (no_decay if p.ndim <= 1 else decay).append(p)
-        groups = [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        """Optimizer groups over trainable params only, at one LR: timm's weight-decay split (none for biases,
+        norms and other 1-d tensors)."""
+        groups = param_groups_weight_decay(self.net, self.weight_decay)
         return [dict(g, lr=self.lr) for g in groups if g["params"]]
 
     def configure_optimizers(self):
@@ -239,7 +274,7 @@ class TransferModule(LightningModule):
             raise TransferlabError("Nothing is trainable. Check strategy.unfreeze / strategy.target_modules.")
         optimizer = self.optimizer_factory(groups)
         total = int(self._trainer.estimated_stepping_batches) if self._trainer is not None else 1
-        scheduler = getattr(schedules, self.scheduler_name)(optimizer, total, warmup_fraction=self.warmup_fraction)
+        scheduler = schedules.by_name(self.scheduler_name)(optimizer, total, warmup_fraction=self.warmup_fraction)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # --- checkpoints ------------------------------------------------------------------------
@@ -254,7 +289,7 @@ class TransferModule(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Store the run config and strategy name (so eval/export can rebuild this module from the file alone),
         and with ``slim_checkpoints`` drop frozen pretrained parameters (buffers stay: they are small)."""
-        checkpoint["transferlab"] = {"strategy": type(self).__name__, "config": self.run_config}
+        checkpoint["transferlab"] = {"strategy": self.strategy_id, "config": self.run_config}
         if self.slim_checkpoints and self.base_reproducible:
             frozen = self._frozen_param_keys()
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k not in frozen}
@@ -262,9 +297,9 @@ class TransferModule(LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Refuse a checkpoint from another strategy, or one lacking trainable tensors (it would load half a model)."""
         meta = checkpoint.get("transferlab") or {}
-        if meta.get("strategy") not in (None, type(self).__name__):
+        if meta.get("strategy") is not None and meta["strategy"].lower() != self.strategy_id.lower():
             raise TransferlabError(
-                f"The checkpoint was written by {meta['strategy']} but this run uses {type(self).__name__}. "
+                f"The checkpoint was written by {meta['strategy']} but this run uses {self.strategy_id}. "
                 "Use the same strategy=..., or start without ckpt_path."
             )
         state = checkpoint.get("state_dict", {})
@@ -275,5 +310,5 @@ class TransferModule(LightningModule):
             example = (missing or wrong)[0]
             raise TransferlabError(
                 f"The checkpoint does not fit this model ({len(missing)} missing, {len(wrong)} mis-shaped tensors, e.g. {example}): "
-                "it is from another model, class count or LoRA setting. Use the model and strategy settings of the run that wrote it."
+                "it is from another model, class count or adapter setting. Use the model and strategy settings of the run that wrote it."
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
@@ -57,6 +58,8 @@ class FeatureExtraction(TransferModule):
     cache it stays an identity there.
     """
 
+    needs_pretrained_backbone = True  # the frozen features are all the head gets
+
     def __init__(
         self,
         net: nn.Module,
@@ -111,3 +114,24 @@ class FeatureExtraction(TransferModule):
         if not self.cache_features:
             return datamodule
         return FeatureCacheDataModule(datamodule, self, self.cache_dir)
+
+    def plain_network(self) -> nn.Module:
+        """The network with a plain ``nn.Linear`` head: the standardisation is folded into the linear layer.
+
+        An ``mlp`` head stays as it is (its Standardize step is the only non-timm module then).
+        """
+        net = copy.deepcopy(self.net)
+        head = net.get_submodule(self.head_name)
+        if len(head) == 2 and isinstance(head[1], nn.Linear):
+            std, mean, linear = head[0].std, head[0].mean, head[1]
+            folded = nn.Linear(linear.in_features, linear.out_features)
+            with torch.no_grad():  # W (x - m) / s + b  ==  (W / s) x + (b - (W / s) m)
+                folded.weight.copy_(linear.weight / std)
+                folded.bias.copy_(linear.bias - folded.weight @ mean)
+            net.set_submodule(self.head_name, folded)
+        return net
+
+    @classmethod
+    def report_family(cls, strategy_cfg: dict) -> str:
+        """Frozen-backbone arms share one hue in plots."""
+        return "frozen"

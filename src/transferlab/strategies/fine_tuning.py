@@ -18,15 +18,18 @@ from transferlab.utils.errors import TransferlabError
 log = logging.getLogger(__name__)
 
 UnfreezeSpec = str | int | Sequence[str]
+# Normalisation layers whose affine parameters ``unfreeze=norms`` trains (timm's LayerNorm2d subclasses LayerNorm).
+_NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
 
 
 class FineTuning(TransferModule):
     """Train a chosen part of the pretrained backbone together with the new head.
 
     ``unfreeze``: ``all``, ``none`` (head only, a linear probe), ``last_n_blocks`` (with
-    ``n_blocks``, blocks counted by timm's ``group_matcher``), or a list of name regexes.
+    ``n_blocks``, blocks counted by timm's ``group_matcher``), ``biases`` (BitFit), ``norms``
+    (BatchNorm/LayerNorm/GroupNorm affine parameters), or a list of name regexes.
     Pretrained layers train at ``backbone_lr`` (decayed by ``layer_decay`` per layer below the
-    top), the head at ``head_lr``. ``unfreeze_schedule`` maps epochs to more unfreezing.
+    top), the head at ``lr``. ``unfreeze_schedule`` maps epochs to more unfreezing.
     """
 
     def __init__(
@@ -35,20 +38,21 @@ class FineTuning(TransferModule):
         num_classes: int,
         unfreeze: UnfreezeSpec = "all",
         n_blocks: int = 2,
-        lr: float = 1e-3,
+        lr: float = 3e-3,
+        backbone_lr: float = 1e-3,
         head_lr: float | None = None,
-        backbone_lr: float | None = None,
         layer_decay: float | None = None,
         unfreeze_schedule: dict | None = None,
         **kwargs,
     ):
         self.unfreeze = unfreeze
         self.n_blocks = n_blocks
-        self.head_lr = head_lr if head_lr is not None else lr
-        self.backbone_lr = backbone_lr if backbone_lr is not None else 0.1 * self.head_lr
-        if self.head_lr <= 0 or self.backbone_lr <= 0:
+        # head_lr: the same value as lr, accepted from configs written when both keys existed (checkpoints hold them)
+        self.head_lr = lr = head_lr if head_lr is not None else lr
+        self.backbone_lr = backbone_lr
+        if backbone_lr is None or backbone_lr <= 0:
             raise TransferlabError(
-                f"strategy.head_lr={self.head_lr} and strategy.backbone_lr={self.backbone_lr} must be positive."
+                f"strategy.backbone_lr={backbone_lr} must be positive. Try strategy.backbone_lr=1e-3."
             )
         if layer_decay is not None and not 0 < layer_decay <= 1:
             raise TransferlabError(f"strategy.layer_decay={layer_decay} must be in (0, 1], or null for none.")
@@ -67,6 +71,11 @@ class FineTuning(TransferModule):
             return set()
         if spec == "last_n_blocks" or isinstance(spec, int):
             return self._last_blocks(self.n_blocks if spec == "last_n_blocks" else spec, names)
+        if spec == "biases":  # BitFit (Ben Zaken et al. 2022): every bias term, norm layers' included
+            return {n for n in names if n.endswith(".bias")}
+        if spec == "norms":  # norm tuning: the affine scale and shift of every normalisation layer
+            norms = {m for m in self.net.modules() if isinstance(m, _NORMS)}
+            return {n for n, p in self.net.named_parameters() if n in names and self._owner(n) in norms}
         if isinstance(spec, str):
             spec = [spec]
         patterns = [re.compile(p) for p in spec]
@@ -76,6 +85,9 @@ class FineTuning(TransferModule):
                 f"strategy.unfreeze patterns {list(spec)} match no parameter. Parameter names look like: {names[0]}, {names[len(names) // 2]}."
             )
         return chosen
+
+    def _owner(self, name: str) -> nn.Module:
+        return self.net.get_submodule(name.rpartition(".")[0])
 
     def _last_blocks(self, n: int, names: list[str]) -> set[str]:
         blocks = block_index(self.net)
@@ -100,13 +112,15 @@ class FineTuning(TransferModule):
         return {name: layer for layer, names in groups.items() for name in names if not self.is_head_param(name)}
 
     def lr_for(self, name: str) -> float:
-        """The LR of parameter ``name``: ``head_lr`` for the head, decayed ``backbone_lr`` below it."""
+        """The LR of parameter ``name``: ``lr`` for the head, decayed ``backbone_lr`` below it."""
         if self.is_head_param(name):
             return self.head_lr
         if not self.layer_decay:
             return self.backbone_lr
         top = max(self._layer_ids.values())
-        # timm's param_groups_layer_decay only records lr_scale, which Lightning's loop never applies.
+        # Not timm's param_groups_layer_decay: it scales from the head's layer and over trainable tensors only, so
+        # the reference layer would move with what is unfrozen; ``backbone_lr`` is the top backbone layer's LR.
+        # The layers themselves are timm's (group_matcher via group_parameters).
         return self.backbone_lr * self.layer_decay ** (top - self._layer_ids.get(name, top))
 
     def param_groups(self, names: set[str] | None = None) -> list[dict]:
@@ -117,6 +131,22 @@ class FineTuning(TransferModule):
                 wd = 0.0 if p.ndim <= 1 else self.weight_decay
                 groups.setdefault((self.lr_for(name), wd), []).append(p)
         return [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
+
+    @classmethod
+    def report_label(cls, strategy_cfg: dict) -> str:
+        """``fine_tuning (all)``, ``fine_tuning (last 2)``; a named preset (lp_ft, bitfit, norm_tuning) by its name."""
+        name, unfreeze = strategy_cfg.get("name", "fine_tuning"), strategy_cfg.get("unfreeze")
+        if unfreeze == "last_n_blocks":
+            return f"{name} (last {strategy_cfg.get('n_blocks')})"
+        return f"{name} ({unfreeze})" if name == "fine_tuning" else name
+
+    @classmethod
+    def report_family(cls, strategy_cfg: dict) -> str:
+        """Arms that train a chosen kind of parameter (biases, norms, patterns) apart from block-wise fine-tuning."""
+        unfreeze = strategy_cfg.get("unfreeze")
+        return (
+            "fine-tuning" if unfreeze in ("all", "last_n_blocks", "none") or isinstance(unfreeze, int) else "selective"
+        )
 
     def configure_callbacks(self):
         """Gradual unfreezing, when ``unfreeze_schedule`` is set."""

@@ -7,6 +7,8 @@ import math
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
+from transferlab.utils.errors import TransferlabError
+
 
 def warmup_cosine(
     optimizer: Optimizer, total_steps: int, warmup_fraction: float = 0.05, min_factor: float = 0.0
@@ -27,6 +29,17 @@ def warmup_cosine(
 def constant(optimizer: Optimizer, total_steps: int, **_) -> LambdaLR:
     """No schedule: every group keeps its LR."""
     return LambdaLR(optimizer, lambda step: 1.0)
+
+
+# The names ``strategy.scheduler`` accepts: an explicit registry, so a typo (or a torch class name) fails clearly.
+SCHEDULES = {"warmup_cosine": warmup_cosine, "constant": constant}
+
+
+def by_name(name: str):
+    """The schedule factory registered as ``name``, or a one-line error listing the names."""
+    if name not in SCHEDULES:
+        raise TransferlabError(f"strategy.scheduler={name!r} is unknown. Use one of: {', '.join(SCHEDULES)}.")
+    return SCHEDULES[name]
 
 
 def add_param_group(optimizer: Optimizer, scheduler: LambdaLR | None, group: dict) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from pathlib import Path
 
 import hydra
 from lightning import Callback
 from lightning.pytorch.loggers import Logger
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 log = logging.getLogger(__name__)
 
@@ -30,20 +31,22 @@ def _wandb_has_credentials() -> bool:
         return False
 
 
-def _wandb_id_file(run_cfg: DictConfig | None):
+def _run_id_file(run_cfg: DictConfig | None, tracker: str = "wandb"):
+    # <run dir>/<tracker>_run_id.txt: a resumed run (resume=RUN_DIR, a resumed sweep job) continues that run
     from pathlib import Path
 
     if run_cfg is None or not run_cfg.get("paths") or not run_cfg.paths.get("output_dir"):
         return None
-    return Path(run_cfg.paths.output_dir) / "wandb_run_id.txt"
+    return Path(run_cfg.paths.output_dir) / f"{tracker}_run_id.txt"
 
 
-def _remember_wandb_id(run_cfg: DictConfig | None, logger) -> None:
-    path = _wandb_id_file(run_cfg)
-    if path is not None:
+def _remember_run_id(run_cfg: DictConfig | None, logger, tracker: str = "wandb") -> None:
+    path = _run_id_file(run_cfg, tracker)
+    run_id = logger.run_id if tracker == "mlflow" else logger.version
+    if path is not None and run_id is not None:  # None: a DDP rank other than 0, which has no run
         from transferlab.utils.io import atomic_write_text
 
-        atomic_write_text(path, str(logger.version))
+        atomic_write_text(path, str(run_id))
 
 
 def wandb_settings() -> dict:
@@ -71,8 +74,20 @@ def _sweep_group(cfg: DictConfig) -> str | None:
     return sweep_group(cfg, HydraConfig.get().sweep.dir)
 
 
+def _say_wandb_offline(logger) -> None:
+    """One line: W&B runs offline, where its run is, and how to upload it."""
+    try:
+        run_dir = Path(logger.experiment.dir).parent  # <save_dir>/wandb/offline-run-<time>-<id>/files -> the run
+    except Exception:  # noqa: BLE001 - the hint must never fail a run
+        run_dir = Path("logs/wandb/offline-run-*")
+    log.warning(
+        "W&B is offline (no API key found): the run is in %s; upload it with `wandb sync %s`.", run_dir, run_dir
+    )
+
+
 def instantiate_loggers(cfg: DictConfig | None, run_cfg: DictConfig | None = None) -> list[Logger]:
-    """Loggers from config. W&B goes offline without credentials, and any logger that fails is skipped with one warning."""
+    """Loggers from config. W&B goes offline without credentials; W&B and MLflow start their run here (a resumed
+    run reopens its own) so a failure shows now; any logger that fails is skipped with one warning."""
     loggers = []
     for name, conf in (cfg or {}).items():
         if conf is None or "_target_" not in conf:
@@ -82,18 +97,31 @@ def instantiate_loggers(cfg: DictConfig | None, run_cfg: DictConfig | None = Non
             group = _sweep_group(run_cfg) if run_cfg is not None else None
             if group:
                 kwargs["group"] = group
-            previous = _wandb_id_file(run_cfg)
+            previous = _run_id_file(run_cfg)
             if previous is not None and previous.is_file():  # a resumed run continues its W&B run
                 kwargs.update(id=previous.read_text().strip(), resume="allow")
             if not _wandb_has_credentials() or os.environ.get("WANDB_MODE") == "offline":
                 os.environ["WANDB_MODE"] = "offline"
                 kwargs["offline"] = True
+                if conf.get("offline") is not True:
+                    with open_dict(conf):
+                        conf.offline = True  # the printed and saved config says what runs
             os.environ.setdefault("WANDB_SILENT", "true")
+        mlflow = "MLFlow" in conf._target_
+        if mlflow:
+            group = _sweep_group(run_cfg) if run_cfg is not None else None
+            if group:  # filter a sweep's runs in MLflow with tags.sweep = '<group>'
+                kwargs["tags"] = {**(conf.get("tags") or {}), "sweep": group}
+            previous = _run_id_file(run_cfg, "mlflow")
+            if previous is not None and previous.is_file():  # a resumed run continues its MLflow run
+                kwargs["run_id"] = previous.read_text().strip()
         try:
             logger = hydra.utils.instantiate(conf, **kwargs)
-            if "Wandb" in conf._target_:
+            if "Wandb" in conf._target_ or mlflow:
                 _ = logger.experiment  # start the run now, so a failure is caught here and not mid-training
-                _remember_wandb_id(run_cfg, logger)
+                _remember_run_id(run_cfg, logger, "mlflow" if mlflow else "wandb")
+                if kwargs.get("offline"):
+                    _say_wandb_offline(logger)
             loggers.append(logger)
         except Exception as e:  # a dashboard must never take a training run down
             warnings.warn(
@@ -122,6 +150,8 @@ def log_run_to_loggers(loggers: list[Logger], cfg: DictConfig, metrics: dict | N
                 logger.log_hyperparams(_flatten_dict(OmegaConf.to_container(cfg, resolve=True), delimiter="."))
             elif hasattr(logger.experiment, "summary"):  # W&B: final metrics as run summary
                 logger.experiment.summary.update({k: v for k, v in metrics.items() if isinstance(v, int | float | str)})
+            elif type(logger).__name__.endswith("MLFlowLogger"):  # MLflow: the metrics.json numbers as metrics
+                logger.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, int | float)})
         except Exception as e:  # noqa: BLE001 - logging must never end a run
             log.warning("Logger %s failed: %s", type(logger).__name__, e)
 

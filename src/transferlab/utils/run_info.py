@@ -1,4 +1,4 @@
-"""What a run needs to be reproduced: seed, library versions, git commit."""
+"""What a run needs to be reproduced: seed, thread count, library versions, git commit."""
 
 from __future__ import annotations
 
@@ -34,15 +34,18 @@ def git_commit() -> str | None:
 
 
 def run_info(seed: int) -> dict:
-    """Seed, python and package versions, platform and git commit."""
+    """Seed, torch's thread count, python and package versions, platform and git commit."""
     versions = {}
     for name in _PACKAGES:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
+    import torch  # imported on use: a report run that only reads versions stays light
+
     return {
         "seed": seed,
+        "threads": torch.get_num_threads(),  # intra-op threads (trainer.threads): results shift slightly with it
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "packages": versions,

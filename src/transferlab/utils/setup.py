@@ -1,12 +1,16 @@
-"""Process start-up for the entry points: project root, .env, and the OmegaConf resolvers the configs use."""
+"""Process start-up for the entry points: project root, .env, the OmegaConf resolvers the configs use, and quieter
+third-party output (no Lightning adverts; unknown override keys answered with the closest key)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from pathlib import Path
 
 from omegaconf import OmegaConf
+
+from transferlab.utils.overrides import install_unknown_key_hint
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 CONFIG_DIR = str(Path(os.environ.get("TRANSFERLAB_CONFIG_DIR", PROJECT_ROOT / "configs")).resolve())
@@ -17,11 +21,34 @@ def _run_id() -> str:
     return secrets.token_hex(3)
 
 
+def _lora_alpha(alpha, r):
+    from transferlab.strategies.lora import lora_alpha  # imported on use: report and CLI start-up stay light
+
+    return lora_alpha(alpha, r)
+
+
+class _NoPromotionalTips(logging.Filter):
+    """Drop Lightning's "💡 Tip: ... try installing litlogger/litmodels" lines: adverts, not run information."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+def _silence_lightning_tips() -> None:
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")  # where rank_zero_info logs
+    if not any(isinstance(f, _NoPromotionalTips) for f in logger.filters):
+        logger.addFilter(_NoPromotionalTips())
+
+
 def setup_environment() -> None:
     """Load ``.env``, pin the project root for relative paths, and register config resolvers (idempotent)."""
     from dotenv import load_dotenv
 
     load_dotenv(PROJECT_ROOT / ".env", override=False)
     os.environ.setdefault("TRANSFERLAB_ROOT", str(PROJECT_ROOT))
+    _silence_lightning_tips()
+    install_unknown_key_hint()  # strategy.rank=8 -> "Did you mean strategy.r?" instead of Hydra's "+strategy.rank"
     if not OmegaConf.has_resolver("run_id"):
         OmegaConf.register_new_resolver("run_id", _run_id, use_cache=True)
+    if not OmegaConf.has_resolver("lora_alpha"):  # strategy.alpha=2r in LoRA-family presets
+        OmegaConf.register_new_resolver("lora_alpha", _lora_alpha)

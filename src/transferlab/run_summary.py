@@ -1,4 +1,5 @@
-"""The flat metrics every run writes to metrics.json (keys as in DESIGN.md)."""
+"""The run summary every run writes to metrics.json: flat keys (``test/acc``, ``time/fit_s``, ...) as listed
+in the README ('Every run prints and records'), which the sweep report reads back."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def _checkpoint_mb(trainer) -> float | None:
     return Path(path).stat().st_size / 2**20 if path and Path(path).is_file() else None
 
 
-def collect_metrics(cfg: DictConfig, trainer, module, datamodule, fit_metrics: dict) -> dict:
+def run_summary(cfg: DictConfig, trainer, module, datamodule, fit_metrics: dict) -> dict:
     """Final train/val metrics from fit, test metrics, parameter counts, time, memory and sizes, as one flat dict."""
     metrics = {
         k: _scalar(v) for k, v in fit_metrics.items() if k.split("/")[0] in ("train", "val") and not k.endswith("_step")
@@ -47,6 +48,7 @@ def collect_metrics(cfg: DictConfig, trainer, module, datamodule, fit_metrics: d
         "model": cfg.model.name,
         "data": cfg.data.name,
         "seed": cfg.seed,
+        "threads": torch.get_num_threads(),  # set by trainer.threads; timings and the last digits depend on it
         "epochs": trainer.current_epoch,
     })  # fmt: skip
     return metrics

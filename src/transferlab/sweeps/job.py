@@ -1,0 +1,172 @@
+"""The sweep-aware wrapper around a training task: a re-run sweep job is skipped, resumed or run, and a signal
+ends the job with ``status: interrupted``, a report over what exists, one console line and a non-zero exit."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import shlex
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import rich.console
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from omegaconf import DictConfig
+
+from transferlab.sweeps import interrupt
+from transferlab.sweeps.interrupt import JobInterrupted
+from transferlab.sweeps.resume import last_checkpoint, prepare_job
+from transferlab.utils.io import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Job:
+    multirun: bool
+    job_dir: Path | None  # Hydra's output dir of this job
+    sweep_dir: Path | None  # multiruns only
+
+
+def _current_job() -> _Job:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return _Job(False, None, None)
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    job_dir = Path(hc.runtime.output_dir).resolve() if hc.runtime.get("output_dir") else None
+    return _Job(multirun, job_dir, Path(hc.sweep.dir).resolve() if multirun else None)
+
+
+def resumable(fn: Callable[[DictConfig], dict]) -> Callable[[DictConfig], dict]:
+    """Wrap a task returning metrics (put it under ``task_wrapper``).
+
+    In a multirun: a job whose folder holds an ok metrics.json for the same config returns those metrics
+    untouched; one with a checkpoints/last.ckpt resumes (``resume=JOB_DIR``); the others run afresh.
+    Anywhere: SIGTERM/SIGINT stop the job, record it as interrupted and exit with 128 + the signal number.
+    """
+
+    @functools.wraps(fn)
+    def wrapped(cfg: DictConfig) -> dict:
+        job = _current_job()
+        interrupt.install()
+        try:
+            if interrupt.pending() is not None:  # it came between two sweep jobs: this one does not start
+                _stop(cfg, job, interrupt.pending(), None, _program(fn))
+            if job.multirun and job.job_dir is not None:
+                plan = prepare_job(job.job_dir, cfg)
+                if plan.action == "skip":
+                    return plan.metrics
+            started = time.time()
+            try:
+                with interrupt.armed():
+                    return fn(cfg)
+            except (JobInterrupted, SIGTERMException) as e:  # SIGTERMException: Lightning's, if ours was not installed
+                _stop(cfg, job, getattr(e, "signum", signal.SIGTERM), started, _program(fn))
+        finally:
+            if not job.multirun:  # a sweep keeps them between jobs, so a signal there stops it too
+                interrupt.restore()
+
+    return wrapped
+
+
+def _program(fn: Callable) -> str:
+    module = fn.__module__
+    if module == "__main__":  # `python -m transferlab.train`: the module's real name is on its spec
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        module = spec.name if spec is not None else None
+    return f"python -m {module}" if module else shlex.quote(sys.argv[0])
+
+
+def resume_command(program: str, argv: list[str], key: str | None, value: Path | None = None) -> str:
+    """``program argv`` with ``key=value`` in place of any earlier ``key=`` (``hydra.sweep.dir``, ``resume``)."""
+    args = [a for a in argv if key is None or a.lstrip("+").split("=", 1)[0] != key]
+    if key is not None:
+        args.append(f"{key}={value}")
+    return " ".join([program, shlex.join(args)]) if args else program
+
+
+def _interrupted_metrics(out_dir: Path, signum: int, started: float | None, has_checkpoint: bool) -> None:
+    path = out_dir / "metrics.json"
+    try:
+        done = path.stat().st_mtime >= (started or 0) and json.loads(path.read_text()).get("status") == "ok"
+    except (OSError, json.JSONDecodeError, AttributeError):
+        done = False
+    if done:  # the signal came after this job wrote its results: they stand
+        return
+    name = signal.Signals(signum).name
+    how = "resume from checkpoints/last.ckpt" if has_checkpoint else "no checkpoint yet, it starts over"
+    atomic_write_json(path, {"status": "interrupted", "error": f"{name} stopped the job; {how}"})
+
+
+def _report(sweep_dir: Path) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    callbacks = HydraConfig.get().get("callbacks") or {}
+    if not any(str((c or {}).get("_target_", "")).endswith("ReportCallback") for c in callbacks.values()):
+        return
+    from transferlab.report import build_report
+
+    try:
+        build_report(sweep_dir)
+    except Exception as e:  # noqa: BLE001 - the jobs' own files are already on disk
+        log.error("Could not build the report for %s: %s", sweep_dir, e)
+
+
+def print_interrupted(message: str) -> None:
+    """One yellow ``interrupted:`` line on stderr."""
+    rich.console.Console(stderr=True, soft_wrap=True).print(
+        f"[bold yellow]interrupted:[/] {message}", highlight=False, markup=True
+    )
+
+
+def _message(name: str, job: _Job, out_dir: Path, started: float | None, program: str) -> str:
+    argv = sys.argv[1:]
+    if job.multirun:
+        command = resume_command(program, argv, "hydra.sweep.dir", job.sweep_dir)
+        if started is None:
+            return (
+                f"{name} stopped {job.sweep_dir} before job {out_dir.name}; finished jobs are kept. Resume: {command}"
+            )
+        where = f"{name} stopped job {out_dir.name} of {job.sweep_dir}"
+    else:
+        command = resume_command(program, argv, "resume", out_dir)
+        where = f"{name} stopped the run in {out_dir}"
+    checkpoint = last_checkpoint(out_dir)
+    if checkpoint.is_file():
+        return f"{where}; last checkpoint {checkpoint}. Resume: {command}"
+    if not job.multirun:  # resume=RUN_DIR needs a last.ckpt: the same command starts over
+        command = resume_command(program, argv, None)
+    return f"{where}; no checkpoint yet (stopped in its first epoch), it starts over. Re-run: {command}"
+
+
+def _stop(cfg: DictConfig, job: _Job, signum: int, started: float | None, program: str) -> None:
+    """Record the interrupted job (``started`` None: it never began, its folder is left alone), rebuild the
+    sweep's report, print how to resume, and exit with 128 + the signal number."""
+    out_dir = Path(cfg.paths.output_dir).resolve()  # after resume=RUN_DIR this is that run's folder
+    name = signal.Signals(signum).name
+    if rank_zero_only.rank == 0:
+        if started is not None:
+            _interrupted_metrics(out_dir, signum, started, last_checkpoint(out_dir).is_file())
+        if job.multirun:
+            _report(job.sweep_dir)
+        print_interrupted(_message(name, job, out_dir, started, program))
+    raise SystemExit(interrupt.exit_status(signum))
+
+
+def exit_if_interrupted(sweep_dir: Path) -> None:
+    """End of a multirun: if a signal came after the last job started, exit non-zero (the report is written)."""
+    signum = interrupt.pending()
+    if signum is None:
+        return
+    name = signal.Signals(signum).name
+    print_interrupted(f"{name} received; every job of {sweep_dir} had finished or was skipped, the report is complete.")
+    raise SystemExit(interrupt.exit_status(signum))
