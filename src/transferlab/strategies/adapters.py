@@ -84,7 +84,8 @@ class PEFT(TransferModule):
         **kwargs,
     ):
         loop_keys = inspect.signature(TransferModule.__init__).parameters
-        self.preset_knobs = {k: kwargs.pop(k) for k in list(kwargs) if k not in loop_keys}  # used by peft_config
+        for knob in [k for k in kwargs if k not in loop_keys]:  # a preset's r, alpha, ...: peft_config read them
+            del kwargs[knob]
         if not isinstance(peft_config, PeftConfig):
             raise TransferlabError(
                 f"strategy.peft_config must build a PEFT config (got {type(peft_config).__name__}). "
