@@ -21,7 +21,7 @@ def _run(tmp_path: Path, name: str, *overrides: str) -> Path:
     }
     proc = subprocess.run(
         [sys.executable, "-m", "transferlab.train", *TINY, "model.name=tf_efficientnet_lite0", "model.weights=bundled",
-         "data.train_size=600", f"hydra.run.dir={run_dir}", *overrides],
+         f"hydra.run.dir={run_dir}", *overrides],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -34,8 +34,10 @@ def _weights(run_dir: Path) -> dict:
     return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
 
 
-# Same global batch: 2 processes x 16 = 1 process x 32.
+# Same global batch: 2 processes x 16 = 1 process x 32. 96 images: one epoch is 3 steps in both runs, so the
+# epoch ends with validation, checkpointing and testing, each sharded over the two ranks.
 DDP, SINGLE = ("trainer=ddp_cpu", "data.batch_size=16"), ("data.batch_size=32",)
+ONE_EPOCH_OF_3_STEPS = ("data.train_size=96", "trainer.max_epochs=1")
 
 
 @pytest.mark.slow
@@ -49,7 +51,7 @@ DDP, SINGLE = ("trainer=ddp_cpu", "data.batch_size=16"), ("data.batch_size=32",)
     ],
     ids=["fine_tuning", "lora"],
 )
-def test_ddp_cpu_takes_the_single_process_steps(tmp_path, strategy):
+def test_ddp_cpu_takes_the_single_process_steps_into_one_run_dir(tmp_path, strategy):
     # Our sampler and augmentation give global step k the same samples and draws as the single process,
     # and CPUSyncBatchNorm normalises over the global batch: after 3 steps both runs must have made the
     # same updates up to float rounding. Measured for fine-tuning: 0.4% of the update apart (100% with
@@ -58,9 +60,9 @@ def test_ddp_cpu_takes_the_single_process_steps(tmp_path, strategy):
 
     from transferlab.build import build_module
 
-    steps = ("+trainer.max_steps=3", "test=false")
-    ddp = _weights(_run(tmp_path, "ddp", *strategy, *steps, *DDP))
-    single = _weights(_run(tmp_path, "single", *strategy, *steps, *SINGLE))
+    ddp_dir = _run(tmp_path, "ddp", *strategy, *ONE_EPOCH_OF_3_STEPS, *DDP)
+    single_dir = _run(tmp_path, "single", *strategy, *ONE_EPOCH_OF_3_STEPS, *SINGLE)
+    ddp, single = _weights(ddp_dir), _weights(single_dir)
     cfg = compose_config(
         tmp_path / "init", [*TINY, "model.name=tf_efficientnet_lite0", "model.weights=bundled", *strategy]
     )
@@ -79,22 +81,15 @@ def test_ddp_cpu_takes_the_single_process_steps(tmp_path, strategy):
     if stats:
         assert relative_gap(stats, lambda k: 0.0) < 1e-3
 
-
-@pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["fine_tuning", "lora"])
-def test_ddp_cpu_two_processes_train_into_one_run_dir(tmp_path, strategy):
-    ddp = read_metrics(_run(tmp_path, "ddp", f"strategy={strategy}", "trainer.max_epochs=2", *DDP))
-    single = read_metrics(_run(tmp_path, "single", f"strategy={strategy}", "trainer.max_epochs=2", *SINGLE))
-    assert ddp["status"] == "ok" and ddp["epochs"] == single["epochs"] == 2
-    assert ddp["params/trainable"] == single["params/trainable"]
-    assert ddp["test/acc"] > 0.5 and single["test/acc"] > 0.5  # chance is 0.10
-    if strategy == "lora":
-        # BatchNorm frozen and the same steps: the two runs agree up to float rounding. Fine-tuning's runs
-        # drift apart through AdamW (see above), so on this tiny budget only the step test holds it to account.
-        assert abs(ddp["test/acc"] - single["test/acc"]) <= 0.005, (ddp["test/acc"], single["test/acc"])
-    # one output dir: rank 1 created no run dir of its own under the log dir's runs/
+    # One run dir, written by rank 0: metrics.json once, best + last checkpoints, no run dir of rank 1's own.
+    ddp_metrics, single_metrics = read_metrics(ddp_dir), read_metrics(single_dir)
+    assert ddp_metrics["status"] == "ok" and ddp_metrics["epochs"] == single_metrics["epochs"]
+    assert ddp_metrics["params/trainable"] == single_metrics["params/trainable"]
     assert not list((tmp_path / "logs").glob("runs/*"))
-    assert len(list((tmp_path / "ddp" / "checkpoints").glob("*.ckpt"))) == 2
+    assert len(list((ddp_dir / "checkpoints").glob("*.ckpt"))) == 2
+    # The same weights up to rounding, tested on the two ranks' halves of the test split and gathered:
+    # the same accuracy (540 digits, so one example is 0.002).
+    assert abs(ddp_metrics["test/acc"] - single_metrics["test/acc"]) <= 0.005, (ddp_metrics, single_metrics)
 
 
 def _synced_bn_rank(rank: int, port: int, out_dir: str) -> None:

@@ -33,6 +33,20 @@ def test_threads_are_set_and_recorded(tiny_cfg, keep_threads):
     assert torch.get_num_threads() == 1
 
 
+def test_eval_applies_its_own_threads_once(tiny_cfg, tmp_path, keep_threads, monkeypatch):
+    import transferlab.build
+    from transferlab.eval import evaluate
+
+    cfg = tiny_cfg("trainer.threads=1", "data.train_size=60")
+    train(cfg)
+    applied = []
+    apply_threads = transferlab.build.apply_threads
+    monkeypatch.setattr(transferlab.build, "apply_threads", lambda n: applied.append(n) or apply_threads(n))
+    ckpt = Path(cfg.paths.output_dir, "checkpoints", "last.ckpt")
+    evaluate(compose_config(tmp_path / "eval", [f"ckpt_path={ckpt}", "trainer=cpu", "trainer.threads=2"], "eval"))
+    assert applied == [2] and torch.get_num_threads() == 2  # the eval machine's value, not the training run's 1
+
+
 def test_busy_machine_warns_once_naming_the_key(caplog):
     with caplog.at_level(logging.WARNING, logger="transferlab.utils.threads"):
         assert warn_if_overloaded(threads=2, load=3.0, cores=2)

@@ -12,9 +12,11 @@ import pytest
 
 from tests.helpers import ROOT
 
-# Regression floors, a little under what the full CPU budget measures (README: 0.843 / 0.902 / 0.892),
-# so that a different CPU's rounding cannot fail CI while a broken strategy (chance is 0.10) still does.
-FLOORS = {"feature_extraction": 0.83, "fine_tuning": 0.88, "lora": 0.87}
+# The main job's three arms at a third of its training images (2,000; the suite must stay well under 20 minutes):
+# real Fashion-MNIST, bundled ImageNet weights, 3 epochs, the full 10,000-image test split. Measured on the
+# 2-core dev CPU: 0.817 / 0.858 / 0.856. The floors sit 0.025 under that, so that another CPU's rounding cannot
+# fail CI while a broken strategy (chance is 0.10) still does.
+FLOORS = {"feature_extraction": 0.79, "fine_tuning": 0.83, "lora": 0.83}
 
 
 @pytest.mark.slow
@@ -23,7 +25,7 @@ def test_compare_strategies_on_real_fashion_mnist(tmp_path):
     env = {**os.environ, "TRANSFERLAB_CACHE_DIR": str(tmp_path / "cache"), "TRANSFERLAB_LOG_DIR": str(tmp_path)}
     proc = subprocess.run(
         [sys.executable, "-m", "transferlab.train", "-m", "experiment=compare_strategies",
-         "+variant=fe,ft_all,lora_r8", f"hydra.sweep.dir={sweep_dir}", "callbacks.rich_progress_bar=null"],
+         "+variant=fe,ft_all,lora_r8", "data.train_size=2000", f"hydra.sweep.dir={sweep_dir}", "callbacks.rich_progress_bar=null"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]

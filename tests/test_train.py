@@ -154,3 +154,18 @@ def test_frozen_batchnorm_keeps_pretrained_stats_through_fit(tiny_cfg, overrides
     assert all(torch.equal(stats, bns[n].running_mean) for n, stats in frozen.items())
     if "strategy=fine_tuning" in overrides:  # the unfrozen top block's BatchNorm does adapt
         assert any(not torch.equal(bns[n].running_mean, torch.zeros_like(bns[n].running_mean)) for n in trained)
+
+
+def test_checkpoints_in_torchs_pre_zip_format_still_read(tmp_path):
+    """Checkpoints are read memory-mapped (Lightning reads them again), which needs torch's zip format: an older
+    file falls back to a plain read instead of being called corrupt."""
+    import torch
+
+    from tests.helpers import ROOT
+    from transferlab.checkpoints import read_checkpoint
+
+    mapped = read_checkpoint(ROOT / "tests" / "fixtures" / "lora_v0" / "best.ckpt")
+    torch.save(mapped, tmp_path / "old.ckpt", _use_new_zipfile_serialization=False)
+    plain = read_checkpoint(tmp_path / "old.ckpt")
+    assert plain["transferlab"] == mapped["transferlab"] and plain["state_dict"].keys() == mapped["state_dict"].keys()
+    assert all(torch.equal(plain["state_dict"][k], v) for k, v in mapped["state_dict"].items())

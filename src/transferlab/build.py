@@ -176,13 +176,15 @@ def trainer_config(cfg: DictConfig) -> DictConfig:
     return trainer
 
 
-def build_trainer(cfg: DictConfig, with_loggers: bool = True) -> Trainer:
-    """The configured Lightning Trainer with its callbacks and (optionally) loggers."""
+def build_trainer(cfg: DictConfig, with_loggers: bool = True, checked: DictConfig | None = None) -> Trainer:
+    """The configured Lightning Trainer with its callbacks and (optionally) loggers; ``checked`` is
+    :func:`trainer_config`'s result when the caller already has it."""
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"), cfg) if with_loggers else []
     if not loggers:  # Lightning refuses an LR monitor with nothing to log to
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    return hydra.utils.instantiate(trainer_config(cfg), callbacks=callbacks, logger=loggers or False)
+    trainer_cfg = checked if checked is not None else trainer_config(cfg)
+    return hydra.utils.instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
 
 
 @dataclass
@@ -200,8 +202,7 @@ def build_run(cfg: DictConfig, trainer: bool = True, loggers: bool = True) -> Ru
     with ``trainer``, the Trainer (with ``loggers``)."""
     threads = apply_threads(cfg.trainer.get("threads"))  # before anything is built: data, model, Trainer
     warn_if_overloaded(threads)
-    if trainer:
-        trainer_config(cfg)  # bad trainer values fail now, before data and model are built
+    trainer_cfg = trainer_config(cfg) if trainer else None  # bad trainer values fail now, before data and model
     _check_added_strategy_keys(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
@@ -210,5 +211,5 @@ def build_run(cfg: DictConfig, trainer: bool = True, loggers: bool = True) -> Ru
         cfg=cfg,
         datamodule=module.wrap_datamodule(datamodule),
         module=module,
-        trainer=build_trainer(cfg, with_loggers=loggers) if trainer else None,
+        trainer=build_trainer(cfg, with_loggers=loggers, checked=trainer_cfg) if trainer else None,
     )

@@ -12,13 +12,24 @@ from transferlab.build import build_run
 from transferlab.utils.errors import TransferlabError
 
 
+def _load(path: Path) -> dict:
+    """``torch.load`` memory-mapped: checking a checkpoint that Lightning then loads again costs no second read of
+    its tensors (they are paged in only when used). Files from before torch's zip format cannot be mapped."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as e:
+        if "zipfile" not in str(e):
+            raise
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def read_checkpoint(path: str | Path) -> dict:
     """Load a checkpoint with ``weights_only=True`` (no pickled code runs), or fail with a clear message."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise TransferlabError(f"ckpt_path={path} does not exist. Point it at a .ckpt in a run's checkpoints/ folder.")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = _load(path)
     except pickle.UnpicklingError as e:
         if "unsupported global" not in str(e).lower():  # garbage bytes, not a pickle that names a class to run
             raise TransferlabError(

@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from transferlab.build import trainer_config
 from transferlab.checkpoints import read_checkpoint, rebuild, run_config
@@ -18,7 +18,6 @@ from transferlab.predictions import save_predictions
 from transferlab.utils.io import atomic_write_json
 from transferlab.utils.setup import CONFIG_DIR, setup_environment
 from transferlab.utils.task import task_wrapper
-from transferlab.utils.threads import apply_threads
 
 log = logging.getLogger(__name__)
 setup_environment()
@@ -30,8 +29,9 @@ def evaluate(cfg: DictConfig) -> dict:
     checkpoint = read_checkpoint(cfg.ckpt_path)
     out_dir = Path(cfg.paths.output_dir)
     train_cfg = run_config(checkpoint, data_root=cfg.get("data_root"), output_dir=str(out_dir))
-    module, datamodule = rebuild(checkpoint, train_cfg, load_weights=False)
-    apply_threads(cfg.trainer.get("threads"))
+    with open_dict(train_cfg):
+        train_cfg.trainer.threads = cfg.trainer.get("threads")  # this machine's choice, not the training run's
+    module, datamodule = rebuild(checkpoint, train_cfg, load_weights=False)  # applies the threads first
     trainer = hydra.utils.instantiate(trainer_config(cfg), callbacks=[], enable_checkpointing=False)
     results = trainer.test(module, datamodule=datamodule, ckpt_path=str(cfg.ckpt_path))[0]
     metrics = {**results, "ckpt_path": str(Path(cfg.ckpt_path).resolve()), "status": "ok"}

@@ -85,6 +85,14 @@ def _say_wandb_offline(logger) -> None:
     )
 
 
+def _drop_unset_anonymous(logger) -> None:
+    """Lightning's WandbLogger always passes ``anonymous=None`` to ``wandb.init``, and W&B (0.31) then prints
+    "The anonymous setting has no effect" on every run: leave the key out when the user did not set it."""
+    init_kwargs = getattr(logger, "_wandb_init", None)  # Lightning's private dict of wandb.init kwargs
+    if isinstance(init_kwargs, dict) and init_kwargs.get("anonymous", False) is None:
+        del init_kwargs["anonymous"]
+
+
 def instantiate_loggers(cfg: DictConfig | None, run_cfg: DictConfig | None = None) -> list[Logger]:
     """Loggers from config. W&B goes offline without credentials; W&B and MLflow start their run here (a resumed
     run reopens its own) so a failure shows now; any logger that fails is skipped with one warning."""
@@ -107,6 +115,8 @@ def instantiate_loggers(cfg: DictConfig | None, run_cfg: DictConfig | None = Non
                     with open_dict(conf):
                         conf.offline = True  # the printed and saved config says what runs
             os.environ.setdefault("WANDB_SILENT", "true")
+            if conf.get("save_dir"):  # W&B looks for the git root from here and warns when it does not exist yet
+                Path(conf.save_dir).mkdir(parents=True, exist_ok=True)
         mlflow = "MLFlow" in conf._target_
         if mlflow:
             group = _sweep_group(run_cfg) if run_cfg is not None else None
@@ -117,6 +127,7 @@ def instantiate_loggers(cfg: DictConfig | None, run_cfg: DictConfig | None = Non
                 kwargs["run_id"] = previous.read_text().strip()
         try:
             logger = hydra.utils.instantiate(conf, **kwargs)
+            _drop_unset_anonymous(logger)
             if "Wandb" in conf._target_ or mlflow:
                 _ = logger.experiment  # start the run now, so a failure is caught here and not mid-training
                 _remember_run_id(run_cfg, logger, "mlflow" if mlflow else "wandb")
