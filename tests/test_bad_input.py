@@ -147,6 +147,15 @@ def test_cli_unknown_key_is_one_line(tmp_path):
     assert "Traceback" not in proc.stderr and "+strategy.rank" not in proc.stderr
 
 
+def test_entry_point_composes_the_config_before_importing_torch():
+    """Config mistakes are reported in a second: ``transferlab.train`` imports torch, Lightning, timm and PEFT
+    (about 10 s on 2 cores) only once Hydra has composed the config and the run starts."""
+    heavy = ("torch", "lightning", "timm", "peft", "wandb")
+    code = f"import sys, transferlab.train; print([m for m in {heavy!r} if m in sys.modules])"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
 def test_cli_prints_one_line_and_exits_nonzero(tmp_path):
     env = {**os.environ, "TRANSFERLAB_LOG_DIR": str(tmp_path)}
     env.pop("HYDRA_FULL_ERROR", None)

@@ -56,38 +56,35 @@ def _assert_finished_study(sweep: Path, n_trials: int) -> None:
 
 
 @pytest.mark.slow
-def test_rerun_continues_the_study_to_n_trials(tmp_path):
-    sweep = _sweep(tmp_path, n_trials=2)
-    assert len(_study(sweep).trials) == 2
+def test_study_continues_to_n_trials_after_a_stop_and_a_kill(tmp_path):
+    sweep = _sweep(tmp_path, n_trials=2)  # a finished study of 2 trials
     first = [t.params for t in _study(sweep).trials]
-    _sweep(tmp_path, n_trials=4)  # the stock sweeper would run 4 more (6 in all)
-    _assert_finished_study(sweep, 4)
-    assert [t.params for t in _study(sweep).trials[:2]] == first  # the first trials were kept, not re-run
-    _sweep(tmp_path, n_trials=4)  # nothing left to do: no new trial, the report is written again
-    _assert_finished_study(sweep, 4)
+    assert len(first) == 2
 
-
-@pytest.mark.slow
-def test_killed_study_resumes_its_unfinished_trial_in_place(tmp_path):
-    sweep = tmp_path / "sweep"
+    # Asked for 4 (the stock sweeper would run 4 more, 6 in all), then killed when trial 3 starts.
     proc = subprocess.Popen(_command(sweep, 4), cwd=ROOT, env=_env(tmp_path), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         deadline = time.monotonic() + 300
-        while not (sweep / "2").is_dir():  # Hydra makes job 2's folder when trial 2 starts
-            assert proc.poll() is None, "the sweep ended before its third trial"
-            assert time.monotonic() < deadline, "the third trial never started"
+        while not (sweep / "3").is_dir():  # Hydra makes job 3's folder when trial 3 starts
+            assert proc.poll() is None, "the sweep ended before its fourth trial"
+            assert time.monotonic() < deadline, "the fourth trial never started"
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)  # no clean-up at all: a crash, an OOM kill, a lost node
     finally:
         proc.kill()
         proc.wait()
-    states = [t.state for t in _study(sweep).trials]
-    assert states == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.RUNNING]
-    killed = _study(sweep).trials[2].params
+    trials = _study(sweep).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3 + [TrialState.RUNNING]
+    assert [t.params for t in trials[:2]] == first  # the first trials were kept, not re-run
+    killed = trials[3].params
+
     _sweep(tmp_path, n_trials=4)
     _assert_finished_study(sweep, 4)
-    assert _study(sweep).trials[2].params == killed  # the unfinished trial ran again, as itself
+    assert [t.params for t in _study(sweep).trials[:2]] == first
+    assert _study(sweep).trials[3].params == killed  # the unfinished trial ran again, as itself
+    _sweep(tmp_path, n_trials=4)  # nothing left to do: no new trial, the report is written again
+    _assert_finished_study(sweep, 4)
 
 
 def _fake_sweep(tmp_path: Path, values: list[float]) -> Path:

@@ -142,6 +142,33 @@ def test_signal_ends_a_run_non_zero_and_resume_finishes_it(tmp_path, signum, cap
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "ok"
 
 
+def test_lightnings_own_sigterm_exit_is_recorded_and_other_exits_pass_through(tmp_path, capsys):
+    """Without our handler (e.g. Lightning installed its own), SIGTERM arrives as Lightning's SIGTERMException, a
+    SystemExit with no code: still an interrupted job and exit 143. Any other SystemExit is not ours to handle."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from transferlab.sweeps import resumable
+
+    cfg = OmegaConf.create({"paths": {"output_dir": str(tmp_path)}})
+
+    @resumable
+    def lightning_stopped(cfg):
+        raise SIGTERMException
+
+    @resumable
+    def exits(cfg):
+        raise SystemExit(3)
+
+    with pytest.raises(SystemExit) as stopped:
+        lightning_stopped(cfg)
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "interrupted"
+    assert "SIGTERM" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as other:
+        exits(cfg)
+    assert other.value.code == 3
+
+
 def test_signal_between_sweep_jobs_stops_before_the_next_one(tmp_path, capsys):
     cfg, job = _sweep_job(tmp_path)
     write_record(job, cfg)

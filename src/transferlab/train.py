@@ -13,14 +13,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, open_dict
 
-from transferlab.build import build_run
-from transferlab.checkpoints import read_checkpoint
-from transferlab.predictions import save_predictions
-from transferlab.run_summary import run_summary
 from transferlab.sweeps import resumable
 from transferlab.utils.console import print_config_tree
 from transferlab.utils.errors import TransferlabError
-from transferlab.utils.instantiate import log_run_to_loggers
 from transferlab.utils.io import atomic_write_json
 from transferlab.utils.run_info import run_info
 from transferlab.utils.setup import CONFIG_DIR, setup_environment
@@ -32,6 +27,8 @@ setup_environment()
 
 def _resume_checkpoint(cfg: DictConfig) -> str | None:
     """``resume=RUN_DIR`` continues that run in place; ``ckpt_path`` may be a file or ``last``."""
+    from transferlab.checkpoints import read_checkpoint
+
     if cfg.get("resume"):
         run_dir = Path(cfg.resume).expanduser().resolve()
         last = run_dir / "checkpoints" / "last.ckpt"
@@ -57,6 +54,13 @@ def _resume_checkpoint(cfg: DictConfig) -> str | None:
 @resumable  # sweeps re-run into their folder skip/resume jobs; SIGTERM/SIGINT stop cleanly
 def train(cfg: DictConfig) -> dict:
     """Fit and test the configured strategy; write metrics.json into the run dir and return the metrics."""
+    # torch, Lightning, timm and PEFT take ~10 s to import on 2 cores: imported here, after Hydra has composed the
+    # config, so a mistyped key or value is reported in a second (tests/test_bad_input.py checks that).
+    from transferlab.build import build_run
+    from transferlab.predictions import save_predictions
+    from transferlab.run_summary import run_summary
+    from transferlab.utils.instantiate import log_run_to_loggers
+
     started = time.perf_counter()
     ckpt_path = _resume_checkpoint(cfg)
     out_dir = Path(cfg.paths.output_dir)

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import rich.console
-from lightning.pytorch.utilities.exceptions import SIGTERMException
-from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
 from transferlab.sweeps import interrupt
@@ -69,13 +67,24 @@ def resumable(fn: Callable[[DictConfig], dict]) -> Callable[[DictConfig], dict]:
             try:
                 with interrupt.armed():
                     return fn(cfg)
-            except (JobInterrupted, SIGTERMException) as e:  # SIGTERMException: Lightning's, if ours was not installed
-                _stop(cfg, job, getattr(e, "signum", signal.SIGTERM), started, _program(fn))
+            except JobInterrupted as e:
+                _stop(cfg, job, e.signum, started, _program(fn))
+            except SystemExit as e:
+                if not isinstance(e, _lightning_sigterm()):
+                    raise
+                _stop(cfg, job, signal.SIGTERM, started, _program(fn))  # Lightning's, if ours was not installed
         finally:
             if not job.multirun:  # a sweep keeps them between jobs, so a signal there stops it too
                 interrupt.restore()
 
     return wrapped
+
+
+def _lightning_sigterm() -> type[SystemExit]:
+    # Imported here, not at the top: the entry points import Lightning only after Hydra composed the config.
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    return SIGTERMException
 
 
 def _program(fn: Callable) -> str:
@@ -153,6 +162,8 @@ def _stop(cfg: DictConfig, job: _Job, signum: int, started: float | None, progra
     sweep's report, print how to resume, and exit with 128 + the signal number."""
     out_dir = Path(cfg.paths.output_dir).resolve()  # after resume=RUN_DIR this is that run's folder
     name = signal.Signals(signum).name
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
     if rank_zero_only.rank == 0:
         if started is not None:
             _interrupted_metrics(out_dir, signum, started, last_checkpoint(out_dir).is_file())

@@ -165,15 +165,3 @@ def log_run_to_loggers(loggers: list[Logger], cfg: DictConfig, metrics: dict | N
                 logger.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, int | float)})
         except Exception as e:  # noqa: BLE001 - logging must never end a run
             log.warning("Logger %s failed: %s", type(logger).__name__, e)
-
-
-def finish_wandb() -> None:
-    """Close any open W&B run, so the next job of a sweep starts its own (harmless when none is open)."""
-    import sys
-
-    wandb = sys.modules.get("wandb")  # importing wandb just to find no run costs seconds
-    try:
-        if wandb is not None and wandb.run is not None:
-            wandb.finish()
-    except Exception as e:  # noqa: BLE001
-        log.warning("wandb.finish() failed: %s", e)

@@ -16,7 +16,6 @@ from omegaconf import DictConfig
 
 from transferlab.utils.console import print_error
 from transferlab.utils.errors import TransferlabError
-from transferlab.utils.instantiate import finish_wandb
 from transferlab.utils.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -46,6 +45,16 @@ def _failed_value() -> float:
     if "min" in direction:
         return math.inf
     return math.nan
+
+
+def finish_wandb() -> None:
+    """Close any open W&B run, so the next job of a sweep starts its own (harmless when none is open)."""
+    wandb = sys.modules.get("wandb")  # importing wandb just to find no run costs seconds
+    try:
+        if wandb is not None and wandb.run is not None:
+            wandb.finish()
+    except Exception as e:  # noqa: BLE001
+        log.warning("wandb.finish() failed: %s", e)
 
 
 def task_wrapper(fn: Callable[[DictConfig], dict]) -> Callable[[DictConfig], float | None]:
