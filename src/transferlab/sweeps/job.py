@@ -160,10 +160,10 @@ def _message(name: str, job: _Job, out_dir: Path, started: float | None, program
 def _stop(cfg: DictConfig, job: _Job, signum: int, started: float | None, program: str) -> None:
     """Record the interrupted job (``started`` None: it never began, its folder is left alone), rebuild the
     sweep's report, print how to resume, and exit with 128 + the signal number."""
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only  # loaded by now: the job imported Lightning
+
     out_dir = Path(cfg.paths.output_dir).resolve()  # after resume=RUN_DIR this is that run's folder
     name = signal.Signals(signum).name
-    from lightning.pytorch.utilities.rank_zero import rank_zero_only
-
     if rank_zero_only.rank == 0:
         if started is not None:
             _interrupted_metrics(out_dir, signum, started, last_checkpoint(out_dir).is_file())

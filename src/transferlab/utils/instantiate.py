@@ -127,7 +127,8 @@ def instantiate_loggers(cfg: DictConfig | None, run_cfg: DictConfig | None = Non
                 kwargs["run_id"] = previous.read_text().strip()
         try:
             logger = hydra.utils.instantiate(conf, **kwargs)
-            _drop_unset_anonymous(logger)
+            if "Wandb" in conf._target_:
+                _drop_unset_anonymous(logger)
             if "Wandb" in conf._target_ or mlflow:
                 _ = logger.experiment  # start the run now, so a failure is caught here and not mid-training
                 _remember_run_id(run_cfg, logger, "mlflow" if mlflow else "wandb")
