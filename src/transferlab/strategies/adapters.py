@@ -101,11 +101,13 @@ class PEFT(TransferModule):
             if "is not supported" in str(e) or "No layers types compatible" in str(e):
                 raise _unsupported_layer_error(net, config, self.targeted, family, e) from None
             raise TransferlabError(f"{self.method} rejected its settings: {str(e).splitlines()[0]}") from None
-        peft_net.pretrained_cfg = dict(net.pretrained_cfg, classifier=f"base_model.model.{head}")
+        # The head that trains is PEFT's copy of it (modules_to_save): the base class finds it here, as in timm.
+        peft_net.pretrained_cfg = dict(
+            net.pretrained_cfg, classifier=f"base_model.model.{head}.modules_to_save.default"
+        )
         self.peft_config = config
         self.extra_callbacks = list(callbacks)
         super().__init__(peft_net, num_classes, **kwargs)
-        self.head_name = f"base_model.model.{head}.modules_to_save.default"
         self.slim_checkpoints = True  # adapters and head only: that is the storage saving of these methods
         self.strict_loading = False  # on_load_checkpoint checks that every trainable tensor is present
         log.info("%s on %d modules, e.g. %s", self.method, len(self.targeted), ", ".join(self.targeted[:4]))

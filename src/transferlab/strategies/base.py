@@ -93,9 +93,7 @@ class TransferModule(LightningModule):
         # A zero head starts at uniform predictions and sends no gradient into the pretrained body
         # until it has learned something (as BiT does); a random head's large early gradients
         # damage pretrained features in the first steps of a short fine-tune.
-        head = self.net.get_submodule(self.head_name)
-        head = head.modules_to_save["default"] if hasattr(head, "modules_to_save") else head  # PEFT's trained copy
-        last = [m for m in head.modules() if isinstance(m, nn.Linear)][-1]
+        last = [m for m in self.head.modules() if isinstance(m, nn.Linear)][-1]
         with torch.no_grad():
             last.weight.zero_()
             if last.bias is not None:

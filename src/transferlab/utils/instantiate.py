@@ -49,10 +49,13 @@ def _remember_run_id(run_cfg: DictConfig | None, logger, tracker: str = "wandb")
         atomic_write_text(path, str(run_id))
 
 
+def _wandb_offline() -> bool:
+    return not _wandb_has_credentials() or os.environ.get("WANDB_MODE") == "offline"
+
+
 def wandb_settings() -> dict:
     """``wandb.init`` kwargs that keep W&B offline when there are no credentials."""
-    offline = not _wandb_has_credentials() or os.environ.get("WANDB_MODE") == "offline"
-    return {"mode": "offline"} if offline else {}
+    return {"mode": "offline"} if _wandb_offline() else {}
 
 
 def sweep_group(cfg: DictConfig, sweep_dir) -> str:
@@ -108,7 +111,7 @@ def instantiate_loggers(cfg: DictConfig | None, run_cfg: DictConfig | None = Non
             previous = _run_id_file(run_cfg)
             if previous is not None and previous.is_file():  # a resumed run continues its W&B run
                 kwargs.update(id=previous.read_text().strip(), resume="allow")
-            if not _wandb_has_credentials() or os.environ.get("WANDB_MODE") == "offline":
+            if _wandb_offline():
                 os.environ["WANDB_MODE"] = "offline"
                 kwargs["offline"] = True
                 if conf.get("offline") is not True:
