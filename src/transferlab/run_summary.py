@@ -49,6 +49,7 @@ def run_summary(cfg: DictConfig, trainer, module, datamodule, fit_metrics: dict)
         "data": cfg.data.name,
         "seed": cfg.seed,
         "threads": torch.get_num_threads(),  # set by trainer.threads; timings and the last digits depend on it
+        "world_size": trainer.world_size,  # DDP processes that trained the job together (1 without DDP)
         "epochs": trainer.current_epoch,
     })  # fmt: skip
     return metrics
