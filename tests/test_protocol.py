@@ -173,6 +173,8 @@ def _selection(sweep: Path) -> list[dict]:
 @pytest.mark.slow
 def test_a_kill_in_the_tune_stage_resumes_without_rerunning_finished_trials(tuned_sweep):
     sweep, killed_err, _, before = tuned_sweep
+    # TPE proposed job 2's values again from the same scores, so the killed trial resumed instead of starting over
+    assert "Job 2 resumes from" in (sweep / "2" / "train.log").read_text()
     lines = [ln for ln in killed_err.splitlines() if ln.startswith("interrupted:")]
     assert len(lines) == 1 and "SIGTERM" in lines[0] and f"hydra.sweep.dir={sweep}" in lines[0]
     for job, (content, mtime) in before.items():  # finished before the kill: skipped, the very same file

@@ -201,8 +201,7 @@ class _Protocol:
             for arm in arms:
                 for trial in arm.trials:
                     if trial.job in launched:
-                        trial.folder = self.sweep_dir / str(trial.job)
-                        trial.score = read_score(trial.folder, str(self.protocol.select))
+                        trial.score = read_score(self.sweep_dir / str(trial.job), str(self.protocol.select))
                         if arm.index in studies:
                             studies[arm.index].tell(trial.score)
 

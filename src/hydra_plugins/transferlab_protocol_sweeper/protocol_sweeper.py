@@ -16,8 +16,8 @@ from omegaconf import DictConfig
 class ProtocolSweeper(Sweeper):
     """Hydra's basic sweeper's arms (the cartesian product of ``hydra.sweeper.params`` and the command line's
     sweeps), each tuned on validation over its strategy's ``search`` space, refit with the chosen values on
-    ``protocol.refit_seeds`` and tested. Same config keys as the basic sweeper; the protocol's own keys are
-    ``protocol.*`` in the job config."""
+    ``protocol.refit_seeds`` and tested. Same config keys as the basic sweeper (``max_batch_size`` is accepted and
+    unused: the protocol sizes its own batches); the protocol's own keys are ``protocol.*`` in the job config."""
 
     def __init__(self, max_batch_size: int | None = None, params: dict[str, str] | None = None) -> None:
         super().__init__()

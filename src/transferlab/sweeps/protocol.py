@@ -10,7 +10,7 @@ import csv
 import io
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -32,7 +32,6 @@ class Trial:
     preset: bool = False  # whether these are the arm's preset values
     score: float | None = None
     chosen: bool = False
-    folder: Path | None = field(default=None, compare=False)
 
 
 def require_multirun(cfg: DictConfig) -> None:
