@@ -59,6 +59,36 @@ def test_an_arm_whose_trials_all_failed_selects_nothing(tmp_path):
     assert read_score(tmp_path / "missing", "val/acc") is None
 
 
+def test_report_lists_a_failed_arm_and_ranks_nothing_from_tune_jobs(tmp_path):
+    from transferlab.reporting.collect import collect_results
+    from transferlab.reporting.protocol_summary import protocol_section, read_selection
+
+    strategy = {"_target_": "transferlab.strategies.FineTuning", "name": "fine_tuning", "unfreeze": "all",
+                "lr": 0.003, "search": {"lr": "choice(1e-3, 1e-2)"}}  # fmt: skip
+    trials = []
+    for job, (arm, lr, metrics) in enumerate([
+        ("a", "0.001", {"status": "failed", "error": "boom"}),
+        ("b", "0.001", {"status": "ok", "val/acc": 0.5, "time/fit_s": 2.0, "stage": "tune", "arm": "b"}),
+        ("a", "0.01", {"status": "failed", "error": "boom"}),
+        ("b", "0.01", {"status": "ok", "val/acc": 0.7, "time/fit_s": 3.0, "stage": "tune", "arm": "b"}),
+    ]):  # fmt: skip
+        folder = _job(tmp_path / str(job), metrics)
+        (folder / ".hydra").mkdir()
+        cfg = {"seed": 0, "strategy": {**strategy, "lr": float(lr)}, "protocol": {"stage": "tune", "arm": arm}}
+        (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
+        trials.append(Trial(arm, job // 2, job, {"strategy.lr": lr}, score=read_score(folder, "val/acc")))
+    for arm in "ab":
+        select_best([t for t in trials if t.arm == arm])
+    write_selection(tmp_path, trials)
+
+    results = collect_results(tmp_path)
+    assert list(results["stage"]) == ["tune"] * 4  # failed jobs too, from their configs
+    section = protocol_section(tmp_path, results, read_selection(tmp_path))
+    line_a, line_b = (next(ln for ln in section.splitlines() if ln.startswith(f"| {arm} |")) for arm in "ab")
+    assert "**failed**" in line_a and "lr=0.001: failed; lr=0.01: failed" in line_a
+    assert "| lr=0.01 | 0.7000 |" in line_b and line_b.endswith("| 5 |")  # chosen, its score, summed fit time
+
+
 def test_preset_point_compares_numbers_as_numbers():
     assert same_point({"strategy.lr": "3e-3"}, {"strategy.lr": "0.003"})
     assert not same_point({"strategy.lr": "1e-2"}, {"strategy.lr": "0.003"})
@@ -104,7 +134,16 @@ def test_train_val_refit_set_is_the_tune_stages_train_and_val_images():
 # --- bad input ------------------------------------------------------------------------------------------------
 def _cli(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
     env = subprocess_env(TRANSFERLAB_LOG_DIR=str(tmp_path / "logs"), TRANSFERLAB_CACHE_DIR=str(tmp_path / "cache"))
-    cmd = [sys.executable, "-m", "transferlab.train", *args, *TINY, f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    flags, overrides = [a for a in args if a == "-m"], [a for a in args if a != "-m"]  # ours after TINY's: they win
+    cmd = [
+        sys.executable,
+        "-m",
+        "transferlab.train",
+        *flags,
+        *TINY,
+        *overrides,
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -115,6 +154,9 @@ def _cli(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
         (["-m", "protocol=tuned", "strategy=lora", "+strategy.search.rank='choice(4,8)'"],
          "arm 'default' searches strategy.rank, which strategy=lora does not have. Did you mean strategy.r?"),
         (["-m", "protocol=tuned", "seed=0,1"], "'protocol.refit_seeds=[0,1,2]'"),
+        # strategy_vs_data_size: an arm is a strategy x a training-set size, each tuned on its own
+        (["-m", "experiment=strategy_vs_data_size", "protocol=tuned", "data.train_size=100,200",
+          "++strategy.search.rank='choice(4,8)'"], "arm 'variant=fe data.train_size=100' searches strategy.rank"),
     ],
 )  # fmt: skip
 def test_bad_protocol_input_gets_one_line(tmp_path, args, says):

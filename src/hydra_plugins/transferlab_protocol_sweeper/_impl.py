@@ -103,7 +103,8 @@ class _Protocol:
         """The basic sweeper's jobs, each an arm, with its search space read from its own composed config."""
         params = [f"{k}={v}" for k, v in self.sweeper.params.items()] + list(arguments)
         overrides = self.parser.parse_overrides(params)
-        swept = [o.get_key_element() for o in overrides if o.is_sweep_override()]
+        final = {o.get_key_element(): o for o in overrides}  # a later override of a key replaces it, as in Hydra
+        swept = [key for key, o in final.items() if o.is_sweep_override()]
         if any(k.lstrip("+~") == "seed" for k in swept):
             raise TransferlabError(
                 "protocol=tuned: seed is swept, but the refit stage's seeds come from protocol.refit_seeds. "

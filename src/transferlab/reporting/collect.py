@@ -76,6 +76,10 @@ def _job_row(job_dir: Path) -> dict:
         row["label"] = arm_label({**cfg, "strategy": shown})
         row["family"] = strategy_class(strategy).report_family(strategy)
     row.update({k: v for k, v in metrics.items() if k not in ("strategy", "seed")})
+    protocol = cfg.get("protocol") or {}
+    for key in ("stage", "arm"):  # a failed job's metrics.json holds only the error: its config says the rest
+        if row.get(key) is None and protocol.get(key) is not None:
+            row[key] = protocol[key]
     row.setdefault("error", "")
     row["model"] = row.get("model") or (cfg.get("model") or {}).get("name")
     if strategy.get("cache_features") and row.get("status") == "ok":
