@@ -154,6 +154,7 @@ def _cli(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
         (["-m", "protocol=tuned", "strategy=lora", "+strategy.search.rank='choice(4,8)'"],
          "arm 'default' searches strategy.rank, which strategy=lora does not have. Did you mean strategy.r?"),
         (["-m", "protocol=tuned", "seed=0,1"], "'protocol.refit_seeds=[0,1,2]'"),
+        (["-m", "protocol=tuned", "hparams_search=lora_optuna"], "Drop hparams_search, or use protocol=preset"),
         # strategy_vs_data_size: an arm is a strategy x a training-set size, each tuned on its own
         (["-m", "experiment=strategy_vs_data_size", "protocol=tuned", "data.train_size=100,200",
           "++strategy.search.rank='choice(4,8)'"], "arm 'variant=fe data.train_size=100' searches strategy.rank"),

@@ -88,6 +88,12 @@ class _Protocol:
         self._check_protocol()
 
     def _check_protocol(self) -> None:
+        if self.sweeper.other_keys:
+            keys = ", ".join(f"hydra.sweeper.{k}" for k in self.sweeper.other_keys)
+            raise TransferlabError(
+                f"protocol=tuned runs its own sweeper, so {keys} (another sweeper's settings, e.g. from "
+                "hparams_search=...) would be ignored. Drop hparams_search, or use protocol=preset with it."
+            )
         if self.trials_per_arm < 1:
             raise TransferlabError(f"protocol.trials_per_arm={self.trials_per_arm} must be 1 or more.")
         if not self.seeds:

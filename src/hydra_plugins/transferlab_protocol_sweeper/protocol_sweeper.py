@@ -19,9 +19,10 @@ class ProtocolSweeper(Sweeper):
     ``protocol.refit_seeds`` and tested. Same config keys as the basic sweeper (``max_batch_size`` is accepted and
     unused: the protocol sizes its own batches); the protocol's own keys are ``protocol.*`` in the job config."""
 
-    def __init__(self, max_batch_size: int | None = None, params: dict[str, str] | None = None) -> None:
+    def __init__(self, max_batch_size: int | None = None, params: dict[str, str] | None = None, **other: Any) -> None:
         super().__init__()
         self.params = dict(params or {})
+        self.other_keys = sorted(other)  # another sweeper's keys (hparams_search=...): refused in sweep()
         self.hydra_context: HydraContext | None = None
         self.config: DictConfig | None = None
         self.launcher = None
