@@ -242,14 +242,16 @@ class _TpeArm:
         from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.keys = list(space)
         self.distributions, self.fixed = create_params_from_overrides([f"{k}={v}" for k, v in space.items()])
         self.study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=TPE_SEED))
         self.trial = None
 
     def ask(self) -> dict[str, str]:
-        """The next trial's values as override strings."""
+        """The next trial's values as override strings, in the space's order."""
         self.trial = self.study.ask(self.distributions)
-        return {**{k: str(v) for k, v in self.trial.params.items()}, **{k: str(v) for k, v in self.fixed.items()}}
+        values = {**self.trial.params, **self.fixed}
+        return {k: str(values[k]) for k in self.keys}
 
     def tell(self, score: float | None) -> None:
         """Record the last trial's score (None: the job failed)."""
