@@ -133,6 +133,7 @@ def build_module(cfg: DictConfig, num_classes: int) -> TransferModule:
     strategy_cfg = cfg.strategy.copy()
     with open_dict(strategy_cfg):
         strategy_cfg.pop("name", None)
+        strategy_cfg.pop("search", None)  # protocol=tuned's search space: read by the sweeper, not the strategy
     module = _instantiate(strategy_cfg, net=net, num_classes=num_classes, _convert_="all")
     module.run_config = OmegaConf.to_container(cfg, resolve=True)  # stored in checkpoints: eval/export rebuild from it
     if not module.base_reproducible and module.needs_pretrained_backbone:  # fine-tuning may start from random

@@ -16,6 +16,7 @@ import hydra
 from omegaconf import DictConfig, open_dict
 
 from transferlab.sweeps import resumable
+from transferlab.sweeps.protocol import require_multirun
 from transferlab.utils.console import print_config_tree
 from transferlab.utils.errors import TransferlabError
 from transferlab.utils.io import atomic_write_json
@@ -85,6 +86,7 @@ def _resolve_seed(cfg: DictConfig) -> None:
 @resumable  # sweeps re-run into their folder skip/resume jobs; SIGTERM/SIGINT stop cleanly
 def train(cfg: DictConfig) -> dict:
     """Fit and test the configured strategy; write metrics.json into the run dir and return the metrics."""
+    require_multirun(cfg)  # protocol=tuned without -m: one line, before the heavy imports
     # torch, Lightning, timm and PEFT take ~10 s to import on 2 cores: imported here, after Hydra has composed the
     # config, so a mistyped key or value is reported in a second (tests/test_bad_input.py checks that).
     from transferlab.build import build_run
