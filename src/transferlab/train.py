@@ -93,6 +93,7 @@ def train(cfg: DictConfig) -> dict:
     from transferlab.lightning.limits import explain_batch_limits
     from transferlab.predictions import save_predictions
     from transferlab.run_summary import run_summary
+    from transferlab.shifted_test import test_shifted_sets
     from transferlab.utils.instantiate import log_run_to_loggers
 
     started = time.perf_counter()
@@ -111,18 +112,21 @@ def train(cfg: DictConfig) -> dict:
         if cfg.train:
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         fit_metrics = dict(trainer.callback_metrics)
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if cfg.test:
-            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
             trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
 
     metrics = run_summary(cfg, trainer, module, datamodule, fit_metrics)
     # The whole job, data loading to test: what a sweep pays per job (interpreter start-up excluded).
     metrics["time/run_s"] = time.perf_counter() - started
-    log_run_to_loggers(trainer.loggers, cfg, metrics)
     if trainer.is_global_zero:
         metrics.update(module.save_artifacts(out_dir))  # e.g. the best adapter: trainer.test loaded the best checkpoint
         if module.test_predictions is not None:  # per-example, for the report's paired tests
             save_predictions(out_dir, module.test_predictions, test_set=cfg.data.name)
+    if cfg.test:  # data.test_shifts: the same best checkpoint on each shifted test set, after the clean files
+        metrics.update(test_shifted_sets(trainer, module, datamodule, best, out_dir, test_set=cfg.data.name))
+    log_run_to_loggers(trainer.loggers, cfg, metrics)
+    if trainer.is_global_zero:
         atomic_write_json(out_dir / "metrics.json", metrics)
         log.info("Wrote %s (test/acc=%s)", out_dir / "metrics.json", metrics.get("test/acc"))
     return metrics

@@ -11,9 +11,10 @@ import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Subset
 
-from transferlab.data.datasets import collate_pairs
+from transferlab.data.datasets import TensorImages, collate_pairs
 from transferlab.data.samplers import EpochShuffleSampler, process_shard
 from transferlab.data.seeds import augment_seed
+from transferlab.data.shifts import Shift, parse_shifts
 from transferlab.data.sources import SOURCES
 from transferlab.data.splits import split_indices
 from transferlab.data.transforms import BatchTransform
@@ -57,6 +58,8 @@ class ImageDataModule(LightningDataModule):
         mean: tuple[float, ...] = (0.5, 0.5, 0.5),
         std: tuple[float, ...] = (0.5, 0.5, 0.5),
         interpolation: str = "bilinear",
+        test_shifts: list | dict | None = None,
+        test_shift_seed: int = 0,
     ):
         super().__init__()
         if name not in SOURCES:
@@ -79,6 +82,9 @@ class ImageDataModule(LightningDataModule):
         self.augment = augment
         self.train_set = self.val_set = self.test_set = None
         self.classes: list[str] = []
+        self.test_shifts: list[Shift] = parse_shifts(test_shifts)  # a bad name or severity fails here, before training
+        self.test_shift: Shift | None = None  # the shift test_dataloader serves now; None = the clean test split
+        self._clean_test = None
 
     # --- data -------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -100,12 +106,33 @@ class ImageDataModule(LightningDataModule):
             train_idx = np.sort(np.concatenate([train_idx, val_idx]))
         # plain int indices: torch's Subset forwards a batch of them to the source's batched __getitems__
         self.train_set, self.val_set = Subset(train, train_idx.tolist()), Subset(train, val_idx.tolist())
-        self.test_set = test
+        if self.test_shifts and not isinstance(test, TensorImages):
+            raise TransferlabError(
+                f"data.test_shifts needs a test split held in memory as uint8 images; {self.name} decodes image files "
+                "on demand. Use an in-memory dataset (digits, fashion_mnist, cifar10, cifar100) or data.test_shifts=null."
+            )
+        self.test_set = self._clean_test = test
         log.info(
             "Data %s: %d train%s / %d val / %d test images, %d classes", self.name, len(self.train_set),
             " (val included)" if hp.fit_on == "train+val" else "", len(self.val_set), len(self.test_set),
             self.num_classes,
         )  # fmt: skip
+
+    def use_test_shift(self, shift: Shift | None) -> None:
+        """Serve the official test split corrupted by ``shift`` (built once, on the CPU) from now on; None: clean."""
+        self.setup()
+        self.test_shift = shift
+        if shift is None:
+            self.test_set = self._clean_test
+            return
+        clean = self._clean_test
+        images = shift.apply(clean.images, self.hparams.test_shift_seed)
+        self.test_set = TensorImages(images, clean.targets, clean.classes)
+
+    @property
+    def test_shift_id(self) -> str | None:
+        """What identifies the test images served now beyond the split (the shift and its seed); None when clean."""
+        return None if self.test_shift is None else f"{self.test_shift.label}:seed={self.hparams.test_shift_seed}"
 
     @property
     def num_classes(self) -> int:

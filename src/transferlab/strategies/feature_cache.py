@@ -69,6 +69,16 @@ class FeatureCacheDataModule(LightningDataModule):
         """Number of classes of the wrapped data."""
         return self.images.num_classes
 
+    @property
+    def test_shifts(self) -> list:
+        """The shifted test sets of the wrapped data (``data.test_shifts``)."""
+        return self.images.test_shifts
+
+    def use_test_shift(self, shift) -> None:
+        """Serve the features of the test split corrupted by ``shift`` (None: clean), extracted at the next test."""
+        self.images.use_test_shift(shift)
+        self.sets.pop("test", None)
+
     def cache_key(self, split: str) -> dict:
         """Everything that determines the features of ``split``."""
         dm, net = self.images, self.module.net
@@ -87,6 +97,7 @@ class FeatureCacheDataModule(LightningDataModule):
             "indices": _digest(torch.as_tensor(indices).tolist()),
             "n": len(dataset),
             "precision": self.precision,  # bf16 features never serve an fp32 request, nor the reverse
+            **({"shift": dm.test_shift_id} if split == "test" and dm.test_shift_id else {}),  # a shifted test set
         }
 
     def path_for(self, key: dict) -> Path:
