@@ -21,12 +21,14 @@ def build_report(sweep_dir: str | Path) -> Path:
     """Write results.csv, ranking.csv, report.md, report.tex and plots/ for ``sweep_dir``; return the report path."""
     from transferlab.reporting.collect import collect_results
     from transferlab.reporting.comparison import compare_sweep
+    from transferlab.reporting.data_size import data_size_section
     from transferlab.reporting.ladder import ladder_section, write_ladder_plot
     from transferlab.reporting.latex import write_latex_tables
     from transferlab.reporting.markdown import write_markdown
     from transferlab.reporting.optuna_summary import optuna_section
     from transferlab.reporting.plots import write_plots, write_tuning_curves
     from transferlab.reporting.protocol_summary import chosen_values, protocol_section, read_selection, tuned_keys
+    from transferlab.reporting.shift_summary import shift_section
     from transferlab.utils.io import atomic_write
 
     sweep_dir = Path(sweep_dir)
@@ -49,6 +51,9 @@ def build_report(sweep_dir: str | Path) -> Path:
     ladder_plot = write_ladder_plot(compared, sweep_dir / "plots")
     plots += [ladder_plot] if ladder_plot else []
     extra = ladder_section(compared) if ladder_plot else ""
+    extra += data_size_section(compared, sweep_dir)  # '' unless the sweep ran 2+ training-set sizes
+    shifts, shift_plots = shift_section(compared, sweep_dir, sweep_dir / "plots")  # '' without data.test_shifts
+    extra, plots = extra + shifts, plots + shift_plots
     if selection is not None:
         extra += protocol_section(sweep_dir, results, selection)
         curves = write_tuning_curves(selection, tuned_keys(selection), sweep_dir / "plots" / "tuning_curves.png")

@@ -64,6 +64,7 @@ def run_summary(cfg: DictConfig, trainer, module, datamodule, fit_metrics: dict)
         "strategy": cfg.strategy.get("name"),
         "model": cfg.model.name,
         "data": cfg.data.name,
+        "data/train_images": datamodule.num_train_images,  # N of the data-size report's curves ("all" as a number)
         "seed": cfg.seed,
         "threads": torch.get_num_threads(),  # set by trainer.threads; timings and the last digits depend on it
         "world_size": trainer.world_size,  # DDP processes that trained the job together (1 without DDP)

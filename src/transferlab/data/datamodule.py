@@ -118,6 +118,12 @@ class ImageDataModule(LightningDataModule):
             self.num_classes,
         )  # fmt: skip
 
+    @property
+    def num_train_images(self) -> int:
+        """How many images training sees (the train subset, plus validation with ``fit_on=train+val``)."""
+        self.setup()
+        return len(self.train_set)
+
     def use_test_shift(self, shift: Shift | None) -> None:
         """Serve the official test split corrupted by ``shift`` (built once, on the CPU) from now on; None: clean."""
         self.setup()

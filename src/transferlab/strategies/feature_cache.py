@@ -70,6 +70,11 @@ class FeatureCacheDataModule(LightningDataModule):
         return self.images.num_classes
 
     @property
+    def num_train_images(self) -> int:
+        """How many images training sees, from the wrapped data."""
+        return self.images.num_train_images
+
+    @property
     def test_shifts(self) -> list:
         """The shifted test sets of the wrapped data (``data.test_shifts``)."""
         return self.images.test_shifts
