@@ -10,6 +10,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from transferlab.utils.budget import step_budget_resolver
 from transferlab.utils.overrides import install_unknown_key_hint
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
@@ -52,3 +53,5 @@ def setup_environment() -> None:
         OmegaConf.register_new_resolver("run_id", _run_id, use_cache=True)
     if not OmegaConf.has_resolver("lora_alpha"):  # strategy.alpha=2r in LoRA-family presets
         OmegaConf.register_new_resolver("lora_alpha", _lora_alpha)
+    if not OmegaConf.has_resolver("step_budget"):  # the data-size study's optimizer-step budget
+        OmegaConf.register_new_resolver("step_budget", step_budget_resolver)
