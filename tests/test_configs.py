@@ -75,7 +75,7 @@ def test_backbone_ladder_jobs_compose(tmp_path, model, variant, strategy):
 
 
 def test_bundled_models_use_their_native_input_size():
-    from transferlab.build import model_input_config
+    from transferlab.models.backbone import model_input_config
 
     for n, size in [(0, 224), (1, 240), (2, 260)]:
         spec = model_input_config(OmegaConf.load(Path(CONFIG_DIR) / "model" / f"efficientnet_lite{n}.yaml"))

@@ -7,7 +7,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from tests.helpers import compose_config
-from transferlab.utils.budget import step_budget
+from transferlab.config.budget import step_budget
 from transferlab.utils.errors import TransferlabError
 
 

@@ -18,8 +18,8 @@ from omegaconf import OmegaConf
 from peft import LoraConfig
 
 from tests.helpers import TINY, compose_config
-from transferlab.build import _MODEL_ONLY_KEYS, build_module, model_input_config
-from transferlab.models.backbone import build_network
+from transferlab.build import _MODEL_ONLY_KEYS, build_module
+from transferlab.models.backbone import build_network, model_input_config
 from transferlab.models.families import block_index, lora_preset
 from transferlab.strategies import FineTuning
 from transferlab.strategies.adapters import resolve_targets

@@ -18,7 +18,6 @@ from torch import nn
 
 from tests.helpers import ROOT, TINY, compose_config, read_metrics, subprocess_env
 from transferlab.build import build_run
-from transferlab.reporting.collect import arm_label, strategy_class
 from transferlab.strategies import PEFT, FineTuning
 from transferlab.train import train
 from transferlab.utils.errors import TransferlabError
@@ -191,15 +190,21 @@ def test_old_lora_checkpoint_loads_into_the_new_preset(tmp_path):
 
 # --- reports: labels and colour families come from the strategy --------------------------------------
 def test_report_labels_and_families_come_from_the_strategy(tmp_path):
+    # Training asks the strategy's hooks (run_summary.arm_record) and writes the answers into metrics.json;
+    # reporting reads them from there and imports no strategy.
+    import yaml
+    from hydra.utils import get_class
     from omegaconf import OmegaConf
+
+    from transferlab.reporting.collect import collect_results
 
     presets = sorted(p.stem for p in (ROOT / "configs" / "strategy").glob("*.yaml"))
     labels, families = {}, {}
     for preset in presets:
         cfg = compose_config(tmp_path / preset, [*TINY, f"strategy={preset}"])
-        saved = {"strategy": OmegaConf.to_container(cfg.strategy)}  # as .hydra/config.yaml holds it: unresolved
-        labels[preset] = arm_label(saved)
-        families[preset] = strategy_class(saved["strategy"]).report_family(saved["strategy"])
+        strategy = OmegaConf.to_container(cfg.strategy)  # as .hydra/config.yaml holds it: unresolved
+        labels[preset] = get_class(strategy["_target_"]).report_label(strategy)
+        families[preset] = get_class(strategy["_target_"]).report_family(strategy)
     assert len(set(labels.values())) == len(presets)  # every preset is its own arm
     assert labels["lora"] == "lora r=8 a=16" and labels["dora"] == "dora r=8 a=16" and labels["ia3"] == "ia3"
     assert labels["fine_tuning"] == "fine_tuning (all)" and labels["bitfit"] == "bitfit"
@@ -207,7 +212,14 @@ def test_report_labels_and_families_come_from_the_strategy(tmp_path):
     assert (families["feature_extraction"], families["fine_tuning"], families["bitfit"]) == (
         "frozen", "fine-tuning", "selective",
     )  # fmt: skip
-    assert arm_label({"strategy": {"_target_": "gone.Module", "name": "custom"}}) == "custom"
+    old = tmp_path / "old_sweep" / "0"  # a job folder from before metrics.json named its arm: the preset's name
+    (old / ".hydra").mkdir(parents=True)
+    (old / ".hydra" / "config.yaml").write_text(
+        yaml.safe_dump({"strategy": {"_target_": "gone.Module", "name": "custom"}})
+    )
+    (old / "metrics.json").write_text('{"status": "ok", "test/acc": 0.5}')
+    row = collect_results(old.parent).iloc[0]
+    assert (row["label"], row["family"]) == ("custom", "other")
 
 
 @pytest.mark.parametrize("preset", ["loha", "oft"])

@@ -12,16 +12,15 @@ from dataclasses import dataclass
 
 import hydra
 import lightning as L
-import timm
 from hydra.errors import InstantiationException
 from lightning import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationResolutionError
 
-from transferlab.models.backbone import build_network, check_image_size
+from transferlab.models.backbone import build_network, check_image_size, model_input_config, takes_img_size
 from transferlab.strategies.base import TransferModule
-from transferlab.utils.errors import TransferlabError, suggest
+from transferlab.utils.errors import TransferlabError
 from transferlab.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from transferlab.utils.overrides import closest_key
 from transferlab.utils.threads import apply_threads, warn_if_overloaded
@@ -45,29 +44,6 @@ def _instantiate(cfg: DictConfig, **kwargs):
         if cause is not None:
             raise cause from None
         raise
-
-
-def model_input_config(model_cfg: DictConfig) -> dict:
-    """Input size, mean, std and interpolation the model expects: timm's data config resolved from the model's
-    pretrained config (before the network exists: the datamodule is built first), with the model config's own
-    ``input_size``/``img_size``/``mean``/``std``/``interpolation`` taking precedence."""
-    name = model_cfg.name
-    if name.startswith("blip"):
-        return {
-            "input_size": (3, model_cfg.image_size, model_cfg.image_size),
-            "mean": tuple(model_cfg.mean),
-            "std": tuple(model_cfg.std),
-            "interpolation": "bicubic",
-        }
-    if not timm.is_model(name):
-        raise TransferlabError(
-            f"Unknown timm model '{name}'.{suggest(name, timm.list_models())} See timm.list_models()."
-        )
-    pretrained = timm.get_pretrained_cfg(name)
-    given = {**(model_cfg.get("timm_kwargs") or {}), **model_cfg}  # a ViT built for N px (img_size) gets N-px images
-    args = {k: given[k] for k in ("input_size", "img_size", "mean", "std", "interpolation") if given.get(k)}
-    data = timm.data.resolve_data_config(args, pretrained_cfg=pretrained.to_dict() if pretrained else {})
-    return {k: data[k] for k in ("input_size", "mean", "std", "interpolation")}
 
 
 def build_datamodule(cfg: DictConfig) -> LightningDataModule:
@@ -126,7 +102,7 @@ def build_module(cfg: DictConfig, num_classes: int) -> TransferModule:
     model = OmegaConf.to_container(cfg.model, resolve=True)
     model_kwargs = {k: v for k, v in model.items() if k not in _MODEL_ONLY_KEYS} | (model.get("timm_kwargs") or {})
     image_size = cfg.data.get("image_size")
-    if image_size and "img_size" not in model_kwargs and _takes_img_size(cfg.model.name):
+    if image_size and "img_size" not in model_kwargs and takes_img_size(cfg.model.name):
         model_kwargs["img_size"] = image_size  # ViTs are built for one size; timm resizes the position embeddings
     net = build_network(cfg.model.name, num_classes, weights=str(cfg.model.weights), **model_kwargs)
     check_image_size(net, image_size)
@@ -146,15 +122,6 @@ def build_module(cfg: DictConfig, num_classes: int) -> TransferModule:
         # In-place Module.compile keeps parameter names (and so checkpoints) unchanged, unlike torch.compile(net).
         module.net.compile()
     return module
-
-
-def _takes_img_size(name: str) -> bool:
-    """Whether timm builds ``name`` as a VisionTransformer (ViT, DeiT), whose constructor takes ``img_size``."""
-    return (
-        not name.startswith("blip")
-        and timm.is_model(name)
-        and timm.models.is_model_in_modules(name, ["vision_transformer", "deit"])
-    )
 
 
 def _positive_int(key: str, value, allow: tuple = (), hint: str = "") -> None:

@@ -24,7 +24,7 @@ def _checkpoint_mb(trainer) -> float | None:
 def arm_record(cfg: DictConfig, module) -> dict:
     """What the report needs to name and group this job without importing strategies: the protocol stage and arm
     (``protocol.*``, set by protocol=tuned's sweeper) and the strategy's display label and colour family."""
-    from transferlab.strategies.lora import resolve_alpha
+    from transferlab.config.resolvers import resolve_alpha
 
     strategy = OmegaConf.to_container(cfg.strategy, resolve=True)
     if isinstance(strategy.get("alpha"), str) and isinstance(strategy.get("r"), int):  # "2r" shown as its number

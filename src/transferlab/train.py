@@ -17,6 +17,7 @@ from omegaconf import DictConfig, open_dict
 
 from transferlab.sweeps import resumable
 from transferlab.sweeps.protocol import require_multirun
+from transferlab.sweeps.resume import last_checkpoint
 from transferlab.utils.console import print_config_tree
 from transferlab.utils.errors import TransferlabError
 from transferlab.utils.io import atomic_write_json
@@ -34,7 +35,7 @@ def _resume_checkpoint(cfg: DictConfig) -> str | None:
 
     if cfg.get("resume"):
         run_dir = Path(cfg.resume).expanduser().resolve()
-        last = run_dir / "checkpoints" / "last.ckpt"
+        last = last_checkpoint(run_dir)
         if not last.is_file():
             raise TransferlabError(
                 f"resume={run_dir}: no checkpoints/last.ckpt there. Point resume at a run folder that saved one."

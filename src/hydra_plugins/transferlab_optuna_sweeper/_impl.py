@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 from transferlab.reporting.optuna_summary import JOB_ATTR, OWNER_ATTR, STUDY_FILE
 from transferlab.utils.errors import TransferlabError
-from transferlab.utils.io import atomic_write_json
+from transferlab.utils.io import atomic_write_json, sqlite_path
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +43,6 @@ def _is_orphan(trial: optuna.trial.FrozenTrial) -> bool:
     except PermissionError:  # alive, someone else's
         return False
     return False
-
-
-def _sqlite_file(storage: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URL (None for other storages and in-memory SQLite)."""
-    if not storage.startswith("sqlite:///"):
-        return None
-    path = storage[len("sqlite:///") :].split("?", 1)[0]
-    return Path(path) if path and path != ":memory:" else None
 
 
 class PersistentOptunaSweeperImpl(OptunaSweeperImpl):
@@ -80,7 +72,7 @@ class PersistentOptunaSweeperImpl(OptunaSweeperImpl):
         if not isinstance(self.storage, str):
             return  # an optuna storage object: the user's own
         self.study_name = self.study_name or "transferlab"  # a persistent study needs a name to be found again
-        db = _sqlite_file(self.storage)
+        db = sqlite_path(self.storage)
         if db is not None:
             try:
                 db.parent.mkdir(parents=True, exist_ok=True)  # SQLite cannot create the folder itself

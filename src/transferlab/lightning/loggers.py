@@ -6,13 +6,14 @@ from __future__ import annotations
 import csv
 import logging
 import re
-from pathlib import Path
 
 from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
 from lightning.pytorch.loggers import CSVLogger, MLFlowLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+from transferlab.utils.io import sqlite_path
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +60,6 @@ def mlflow_params(params: dict) -> dict[str, str]:
     return clean
 
 
-def _sqlite_parent(uri: str | None) -> Path | None:
-    if not uri or not uri.startswith("sqlite:///"):
-        return None
-    path = uri[len("sqlite:///") :].split("?", 1)[0]
-    return Path(path).parent if path and path != ":memory:" else None
-
-
 class SafeMLFlowLogger(MLFlowLogger):
     """Lightning's ``MLFlowLogger`` that never stops training, for ``logger=mlflow``.
 
@@ -78,9 +72,9 @@ class SafeMLFlowLogger(MLFlowLogger):
     """
 
     def __init__(self, experiment_name: str | None = None, default_experiment_name: str = "transferlab", **kwargs):
-        folder = _sqlite_parent(kwargs.get("tracking_uri"))
-        if folder is not None:
-            folder.mkdir(parents=True, exist_ok=True)
+        db = sqlite_path(kwargs.get("tracking_uri"))
+        if db is not None:
+            db.parent.mkdir(parents=True, exist_ok=True)
         super().__init__(experiment_name=experiment_name or default_experiment_name, **kwargs)
         self._broken = False
         if self._run_id is not None:

@@ -6,6 +6,7 @@ import logging
 
 import timm
 import torch
+from omegaconf import DictConfig
 from torch import nn
 
 from transferlab.models.weights import load_weights
@@ -17,6 +18,48 @@ log = logging.getLogger(__name__)
 def classifier_name(net: nn.Module) -> str:
     """Dotted name of the network's classification head (timm records it in ``pretrained_cfg``)."""
     return net.pretrained_cfg.get("classifier", "classifier")
+
+
+def is_blip(name: str) -> bool:
+    """Whether model ``name`` is BLIP's vision encoder (built through transformers, not timm)."""
+    return name.startswith("blip")
+
+
+def model_input_config(model_cfg: DictConfig) -> dict:
+    """Input size, mean, std and interpolation the model expects: timm's data config resolved from the model's
+    pretrained config (before the network exists: the datamodule is built first), with the model config's own
+    ``input_size``/``img_size``/``mean``/``std``/``interpolation`` taking precedence."""
+    name = model_cfg.name
+    if is_blip(name):
+        return {
+            "input_size": (3, model_cfg.image_size, model_cfg.image_size),
+            "mean": tuple(model_cfg.mean),
+            "std": tuple(model_cfg.std),
+            "interpolation": "bicubic",
+        }
+    check_timm_model(name)
+    pretrained = timm.get_pretrained_cfg(name)
+    given = {**(model_cfg.get("timm_kwargs") or {}), **model_cfg}  # a ViT built for N px (img_size) gets N-px images
+    args = {k: given[k] for k in ("input_size", "img_size", "mean", "std", "interpolation") if given.get(k)}
+    data = timm.data.resolve_data_config(args, pretrained_cfg=pretrained.to_dict() if pretrained else {})
+    return {k: data[k] for k in ("input_size", "mean", "std", "interpolation")}
+
+
+def takes_img_size(name: str) -> bool:
+    """Whether timm builds ``name`` as a VisionTransformer (ViT, DeiT), whose constructor takes ``img_size``."""
+    return (
+        not is_blip(name)
+        and timm.is_model(name)
+        and timm.models.is_model_in_modules(name, ["vision_transformer", "deit"])
+    )
+
+
+def check_timm_model(name: str) -> None:
+    """One line for a model name timm does not know, with the closest names it does."""
+    if not timm.is_model(name):
+        raise TransferlabError(
+            f"Unknown timm model '{name}'.{suggest(name, timm.list_models())} See timm.list_models()."
+        )
 
 
 def patch_size(net: nn.Module) -> int | None:
@@ -58,14 +101,11 @@ def build_network(
     ``net.weights_id`` identifies the weights for feature caches. Names starting with ``blip`` build
     BLIP's vision encoder through transformers instead (``transferlab.models.blip``).
     """
-    if name.startswith("blip"):
+    if is_blip(name):
         from transferlab.models.blip import build_blip_network
 
         return build_blip_network(name, num_classes, weights, drop_rate=drop_rate, **kwargs)  # a ViT: no NHWC
-    if not timm.is_model(name):
-        raise TransferlabError(
-            f"Unknown timm model '{name}'.{suggest(name, timm.list_models())} See timm.list_models()."
-        )
+    check_timm_model(name)
     try:
         net = timm.create_model(
             name, pretrained=weights == "hub", num_classes=num_classes, drop_rate=drop_rate, **kwargs

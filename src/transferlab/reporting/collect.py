@@ -20,25 +20,6 @@ def read_yaml(path: Path):
         return None
 
 
-def strategy_class(strategy_cfg: dict) -> type:
-    """The strategy class a job's config names (``_target_``); the base class when it cannot be imported."""
-    from hydra.utils import get_class
-
-    from transferlab.strategies.base import TransferModule  # torch and PEFT load only when a report is built
-
-    try:
-        return get_class(strategy_cfg["_target_"])
-    except Exception:  # a config from another version or project: a plain label and the neutral colour
-        return TransferModule
-
-
-def arm_label(cfg: dict) -> str:
-    """A short human name for a job's strategy settings, from the strategy itself (``report_label``):
-    e.g. ``lora r=8 a=16`` or ``fine_tuning (last 2)``."""
-    strategy = cfg.get("strategy") or {}
-    return strategy_class(strategy).report_label(strategy)
-
-
 def _fmt(v):
     return int(v) if isinstance(v, float) and v.is_integer() else v
 
@@ -68,13 +49,12 @@ def _job_row(job_dir: Path) -> dict:
         "train_size": (cfg.get("data") or {}).get("train_size"),
     }
     if isinstance(row["alpha"], str) and isinstance(row["r"], int):
-        from transferlab.strategies.lora import resolve_alpha
+        from transferlab.config.resolvers import resolve_alpha
 
         row["alpha"] = resolve_alpha(row["alpha"], row["r"])
     if "label" not in metrics or "family" not in metrics:  # a job folder from before metrics.json named its arm
-        shown = {**strategy, "alpha": row["alpha"]} if row["alpha"] is not None else strategy
-        row["label"] = arm_label({**cfg, "strategy": shown})
-        row["family"] = strategy_class(strategy).report_family(strategy)
+        row["label"] = str(strategy.get("name") or "unknown strategy")
+        row["family"] = "other"
     row.update({k: v for k, v in metrics.items() if k not in ("strategy", "seed")})
     protocol = cfg.get("protocol") or {}
     for key in ("stage", "arm"):  # a failed job's metrics.json holds only the error: its config says the rest

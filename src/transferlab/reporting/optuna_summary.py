@@ -10,6 +10,8 @@ import json
 import math
 from pathlib import Path
 
+from transferlab.utils.io import sqlite_path
+
 STUDY_FILE = "optuna_study.json"  # {"storage": URL, "study_name": NAME, "metric": optimized_metric}
 JOB_ATTR = "transferlab:job"  # trial system attribute: the sweep job (folder) that ran the trial
 OWNER_ATTR = "transferlab:owner"  # trial system attribute: host:pid of the sweep process running it
@@ -37,7 +39,8 @@ def load_sweep_study(sweep_dir: str | Path):
 
     info = json.loads(pointer.read_text())
     storage = str(info["storage"])
-    if storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///") :].split("?", 1)[0]).is_file():
+    db = sqlite_path(storage)
+    if db is not None and not db.is_file():
         raise FileNotFoundError(f"the study database {storage} is gone")  # opening it would create an empty one
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.load_study(study_name=info["study_name"], storage=info["storage"])

@@ -37,6 +37,16 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _finish(fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> Path:
+    """Label a line plot, grid it, put its legend outside the axes (labels never cover points) and save it."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9, frameon=False)
+    return _save(fig, path)
+
+
 def _yerr(rows: pd.DataFrame) -> np.ndarray | None:
     """Asymmetric error bars (2, n) from the interval columns; zero where an arm has no interval."""
     if "low" not in rows:
@@ -102,8 +112,13 @@ def _scatter(
 
 
 def _lora_grid(df: pd.DataFrame) -> pd.DataFrame:
-    """The LoRA jobs with a rank and alpha (DoRA and other adapter presets are their own strategies)."""
-    return df[(df["status"] == "ok") & (df["strategy"] == "lora")].dropna(subset=["r", "alpha", "test/acc"])
+    """The jobs of the one adapter method whose rank and alpha the sweep varied most (LoRA in lora_rank_alpha;
+    each preset is its own method, so LoRA and DoRA are never mixed in one grid)."""
+    jobs = df[df["status"] == "ok"].dropna(subset=["r", "alpha", "test/acc"])
+    if jobs.empty:
+        return jobs
+    method = jobs.groupby("strategy", sort=False)["r"].nunique().idxmax()
+    return jobs[jobs["strategy"] == method]
 
 
 def _lora_heatmap(df: pd.DataFrame, path: Path) -> Path | None:
@@ -120,7 +135,7 @@ def _lora_heatmap(df: pd.DataFrame, path: Path) -> Path | None:
     ax.set_yticks(range(grid.shape[0]), [f"{a:g}" for a in grid.index])
     ax.set_xlabel("rank r")
     ax.set_ylabel("alpha")
-    ax.set_title("LoRA test accuracy by rank and alpha")
+    ax.set_title(f"{lora['strategy'].iloc[0]} test accuracy by rank and alpha")
     values = grid.to_numpy()
     mid = np.nanmean(values)
     for (i, j), v in np.ndenumerate(values):
@@ -137,7 +152,7 @@ def _lora_rank_plot(df: pd.DataFrame, summary: pd.DataFrame, path: Path) -> Path
         return None
     if summary["train_size"].nunique() > 1 or summary["model"].nunique() > 1:
         return None  # one line per alpha rule assumes one data size and one backbone
-    rows = summary[summary["strategy"] == "lora"].dropna(subset=["r"]).sort_values("r")
+    rows = summary[summary["strategy"] == lora["strategy"].iloc[0]].dropna(subset=["r"]).sort_values("r")
     ratio = (rows["alpha"] / rows["r"]).round(3)
     fig = Figure(figsize=(7.5, 4.8))
     ax = fig.subplots()
@@ -146,9 +161,9 @@ def _lora_rank_plot(df: pd.DataFrame, summary: pd.DataFrame, path: Path) -> Path
         ax.errorbar(group["r"], group["test/acc"], yerr=_yerr(group), marker="o", capsize=3, label=rule)
     ax.set_xscale("log", base=2)
     ax.set_xticks(sorted(rows["r"].unique()), [str(int(r)) for r in sorted(rows["r"].unique())])
-    ax.set_xlabel("LoRA rank r (log scale)")
+    ax.set_xlabel("rank r (log scale)")
     ax.set_ylabel("test accuracy (95% interval)")
-    ax.set_title("LoRA test accuracy by rank")
+    ax.set_title(f"{lora['strategy'].iloc[0]} test accuracy by rank")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=9, frameon=False)
     return _save(fig, path)
@@ -170,12 +185,8 @@ def _train_size_plot(summary: pd.DataFrame, path: Path) -> Path | None:
     ax.set_xscale("log")
     ticks = sorted(data["n"].unique())
     ax.set_xticks(ticks, [("all" if t == full and "all" in set(summary["train_size"]) else f"{t:,}") for t in ticks])
-    ax.set_xlabel("training images (log scale)")
-    ax.set_ylabel("test accuracy (95% interval)")
-    ax.set_title("Accuracy vs training-set size")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9, frameon=False)
-    return _save(fig, path)
+    return _finish(fig, ax, path, "training images (log scale)", "test accuracy (95% interval)",
+                   "Accuracy vs training-set size")  # fmt: skip
 
 
 def write_plots(df: pd.DataFrame, summary: pd.DataFrame, folder: Path) -> list[Path]:
@@ -226,9 +237,5 @@ def write_tuning_curves(selection: pd.DataFrame, keys: list[str], path: Path) ->
         ax.scatter(x[chosen], y[chosen], s=160, facecolors="none", edgecolors=line.get_color(), linewidths=1.5)
     if all(knob.endswith("lr") for _, knob, *_ in lines):
         ax.set_xscale("log")
-    ax.set_xlabel("each arm's main knob (log scale for learning rates)")
-    ax.set_ylabel("validation score (final epoch)")
-    ax.set_title("Tuning curves (ringed: the chosen trial)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9, frameon=False)
-    return _save(fig, path)
+    return _finish(fig, ax, path, "each arm's main knob (log scale for learning rates)",
+                   "validation score (final epoch)", "Tuning curves (ringed: the chosen trial)")  # fmt: skip

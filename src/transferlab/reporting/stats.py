@@ -40,10 +40,11 @@ def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float
     if not np.all(np.isfinite(x)):
         raise ValueError("t_interval got a NaN or infinite accuracy; drop failed seeds first.")
     _check_confidence(confidence)
-    n, mean = x.size, float(x.mean())
-    # ddof=1: the sample standard deviation, which is what the t distribution with n-1 degrees of freedom assumes.
-    half = float(stats.t.ppf((1 + confidence) / 2, n - 1) * x.std(ddof=1) / math.sqrt(n))
-    return mean, mean - half, mean + half
+    mean, sem = float(x.mean()), float(stats.sem(x))  # sem: the sample standard deviation (ddof=1) over sqrt(n)
+    if sem == 0.0:  # seeds that agree exactly: scipy's t has no zero scale, and the interval is the point
+        return mean, mean, mean
+    low, high = stats.t.interval(confidence, x.size - 1, loc=mean, scale=sem)
+    return mean, float(low), float(high)
 
 
 def bootstrap_interval(

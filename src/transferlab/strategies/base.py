@@ -62,7 +62,7 @@ class TransferModule(LightningModule):
         self.weight_decay = weight_decay
         self.label_smoothing = label_smoothing
         self.freeze_bn = freeze_bn
-        # Validation and test passes only ("32" or "bf16"); training keeps the trainer's precision. On a CPU with
+        # Validation and test passes only ("auto", "32" or "bf16"); training keeps the trainer's precision. On a CPU with
         # native bf16, training in bf16 is slower (benchmarks/speed_options) but inference is faster.
         self.eval_precision = precision.check_choice(eval_precision, key="strategy.eval_precision")
         if bn_momentum is not None:

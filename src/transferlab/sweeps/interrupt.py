@@ -22,6 +22,9 @@ import signal
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
+
+import rich.console
 
 from transferlab.utils import lifecycle
 from transferlab.utils.ranks import LEADER_PID, follower_rank
@@ -163,3 +166,20 @@ def armed() -> Iterator[None]:
 def exit_status(signum: int) -> int:
     """The shell's convention for a process ended by ``signum``: 128 + signal number (143 for SIGTERM)."""
     return 128 + int(signum)
+
+
+def print_interrupted(message: str) -> None:
+    """One yellow ``interrupted:`` line on stderr."""
+    rich.console.Console(stderr=True, soft_wrap=True).print(
+        f"[bold yellow]interrupted:[/] {message}", highlight=False, markup=True
+    )
+
+
+def exit_if_interrupted(sweep_dir: Path) -> None:
+    """End of a multirun: if a signal came after the last job started, exit non-zero (the report is written)."""
+    signum = pending()
+    if signum is None:
+        return
+    name = signal.Signals(signum).name
+    print_interrupted(f"{name} received; every job of {sweep_dir} had finished or was skipped, the report is complete.")
+    raise SystemExit(exit_status(signum))

@@ -15,15 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import rich.console
 from omegaconf import DictConfig, OmegaConf
 
 from transferlab.sweeps import interrupt
-from transferlab.sweeps.interrupt import JobInterrupted
+from transferlab.sweeps.interrupt import JobInterrupted, print_interrupted
 from transferlab.sweeps.resume import last_checkpoint, prepare_job
 from transferlab.utils.errors import TransferlabError
 from transferlab.utils.io import atomic_write_json
 from transferlab.utils.ranks import externally_launched, follower_rank, launch_token
+from transferlab.utils.task import is_multirun
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +37,11 @@ class _Job:
 
 def _current_job() -> _Job:
     from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
 
     if not HydraConfig.initialized():
         return _Job(False, None, None)
     hc = HydraConfig.get()
-    multirun = hc.mode == RunMode.MULTIRUN
+    multirun = is_multirun()
     job_dir = Path(hc.runtime.output_dir).resolve() if hc.runtime.get("output_dir") else None
     return _Job(multirun, job_dir, Path(hc.sweep.dir).resolve() if multirun else None)
 
@@ -157,25 +156,29 @@ def _interrupted_metrics(out_dir: Path, signum: int, started: float | None, has_
     atomic_write_json(path, {"status": "interrupted", "error": f"{name} stopped the job; {how}"})
 
 
+def _is_report_callback(conf) -> bool:
+    from hydra.utils import get_class
+
+    from transferlab.sweeps.report_callback import ReportCallback
+
+    try:
+        return issubclass(get_class(str((conf or {}).get("_target_", ""))), ReportCallback)
+    except Exception:  # noqa: BLE001 - another callback Hydra itself will load (or fail to)
+        return False
+
+
 def _report(sweep_dir: Path) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     callbacks = HydraConfig.get().get("callbacks") or {}
-    if not any(str((c or {}).get("_target_", "")).endswith("ReportCallback") for c in callbacks.values()):
+    if not any(_is_report_callback(c) for c in callbacks.values()):
         return
-    from transferlab.report import build_report
+    from transferlab.reporting.build import build_report
 
     try:
         build_report(sweep_dir)
     except Exception as e:  # noqa: BLE001 - the jobs' own files are already on disk
         log.error("Could not build the report for %s: %s", sweep_dir, e)
-
-
-def print_interrupted(message: str) -> None:
-    """One yellow ``interrupted:`` line on stderr."""
-    rich.console.Console(stderr=True, soft_wrap=True).print(
-        f"[bold yellow]interrupted:[/] {message}", highlight=False, markup=True
-    )
 
 
 def _message(name: str, job: _Job, out_dir: Path, started: float | None, program: str) -> str:
@@ -211,14 +214,4 @@ def _stop(cfg: DictConfig, job: _Job, signum: int, started: float | None, progra
         if job.multirun:
             _report(job.sweep_dir)
         print_interrupted(_message(name, job, out_dir, started, program))
-    raise SystemExit(interrupt.exit_status(signum))
-
-
-def exit_if_interrupted(sweep_dir: Path) -> None:
-    """End of a multirun: if a signal came after the last job started, exit non-zero (the report is written)."""
-    signum = interrupt.pending()
-    if signum is None:
-        return
-    name = signal.Signals(signum).name
-    print_interrupted(f"{name} received; every job of {sweep_dir} had finished or was skipped, the report is complete.")
     raise SystemExit(interrupt.exit_status(signum))

@@ -12,6 +12,8 @@ from lightning import Callback
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, open_dict
 
+from transferlab.utils.task import is_multirun
+
 log = logging.getLogger(__name__)
 
 
@@ -70,9 +72,8 @@ def sweep_group(cfg: DictConfig, sweep_dir) -> str:
 
 def _sweep_group(cfg: DictConfig) -> str | None:
     from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
 
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+    if not is_multirun():
         return None
     return sweep_group(cfg, HydraConfig.get().sweep.dir)
 

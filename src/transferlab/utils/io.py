@@ -94,3 +94,12 @@ def atomic_write_dir(path: str | Path, write: Callable[[Path], None]) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def sqlite_path(url: str | None) -> Path | None:
+    """The database file of a ``sqlite:///PATH`` URL (Optuna storages, MLflow stores); None for other URLs and
+    in-memory SQLite."""
+    if not url or not str(url).startswith("sqlite:///"):
+        return None
+    path = str(url)[len("sqlite:///") :].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None

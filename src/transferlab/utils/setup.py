@@ -10,7 +10,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from transferlab.utils.budget import step_budget_resolver
+from transferlab.config.budget import step_budget_resolver
+from transferlab.config.resolvers import lora_alpha
 from transferlab.utils.overrides import install_unknown_key_hint
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
@@ -20,12 +21,6 @@ CONFIG_DIR = str(Path(os.environ.get("TRANSFERLAB_CONFIG_DIR", PROJECT_ROOT / "c
 def _run_id() -> str:
     # Timestamps alone collide when two runs start in the same second (sweeps on a cluster).
     return secrets.token_hex(3)
-
-
-def _lora_alpha(alpha, r):
-    from transferlab.strategies.lora import lora_alpha  # imported on use: report and CLI start-up stay light
-
-    return lora_alpha(alpha, r)
 
 
 class _NoPromotionalTips(logging.Filter):
@@ -52,6 +47,6 @@ def setup_environment() -> None:
     if not OmegaConf.has_resolver("run_id"):
         OmegaConf.register_new_resolver("run_id", _run_id, use_cache=True)
     if not OmegaConf.has_resolver("lora_alpha"):  # strategy.alpha=2r in LoRA-family presets
-        OmegaConf.register_new_resolver("lora_alpha", _lora_alpha)
+        OmegaConf.register_new_resolver("lora_alpha", lora_alpha)
     if not OmegaConf.has_resolver("step_budget"):  # the data-size study's optimizer-step budget
         OmegaConf.register_new_resolver("step_budget", step_budget_resolver)

@@ -31,7 +31,8 @@ def _task_name(fn: Callable) -> str:
     return f"{module}:{fn.__name__}"
 
 
-def _is_multirun() -> bool:
+def is_multirun() -> bool:
+    """Whether this process runs a job of a Hydra multirun (``-m``): the one place that asks Hydra."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -91,7 +92,7 @@ def task_wrapper(fn: Callable[[DictConfig], dict]) -> Callable[[DictConfig], flo
                     raise
                 log.debug("DDP rank %d: %s: %s", follower_rank(), type(e).__name__, e)
                 sys.exit(1)
-            if not _is_multirun():
+            if not is_multirun():
                 if isinstance(e, TransferlabError) and os.environ.get("HYDRA_FULL_ERROR") != "1":
                     print_error(str(e))
                     sys.exit(1)
@@ -109,7 +110,7 @@ def task_wrapper(fn: Callable[[DictConfig], dict]) -> Callable[[DictConfig], flo
             task_finished()
             job_ended(ok)
             finish_wandb()
-            if _is_multirun():
+            if is_multirun():
                 gc.collect()  # free this job's reference cycles (module <-> trainer) before the next job's fit
         value = metrics.get(cfg.get("optimized_metric") or "", None)
         return float(value) if value is not None else None
