@@ -71,17 +71,17 @@ def check_request(params: dict) -> None:
         )
     candidates = [n for n in nodes if n.partition == partition or (partition is None and n.default)]
     where = f"partition {partition}" if partition is not None else "the default partition"
-    cpus = (params.get("cpus_per_task") or 1) * (params.get("tasks_per_node") or 1)
-    if candidates and cpus > max(n.cpus for n in candidates):
+    per_task, tasks = params.get("cpus_per_task") or 1, params.get("tasks_per_node") or 1
+    if candidates and per_task * tasks > max(n.cpus for n in candidates):
         raise TransferlabError(
-            f"hydra.launcher.cpus_per_task x tasks_per_node = {cpus} CPUs per node, but the largest node of {where} "
-            f"has {max(n.cpus for n in candidates)}. Lower hydra.launcher.cpus_per_task."
+            f"hydra.launcher.cpus_per_task={per_task} x tasks_per_node={tasks} = {per_task * tasks} CPUs per node, "
+            f"but the largest node of {where} has {max(n.cpus for n in candidates)}. Lower hydra.launcher.cpus_per_task."
         )
     memory_gb = params.get("mem_gb")
     largest_gb = max((n.memory_mb for n in candidates), default=0) / 1024
     if candidates and memory_gb is not None and memory_gb > largest_gb:
         raise TransferlabError(
-            f"hydra.launcher.mem_gb={memory_gb}, but the largest node of {where} has {largest_gb:.0f} GB. "
+            f"hydra.launcher.mem_gb={memory_gb}, but the largest node of {where} has {largest_gb:.1f} GB. "
             f"Lower hydra.launcher.mem_gb (at most {int(largest_gb)})."
         )
 
