@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -64,21 +65,28 @@ def _wait_paused(tmp_path: Path, jobs: list[int], proc: subprocess.Popen, timeou
         time.sleep(0.2)
 
 
-def _sweep_hitting_paused_jobs(tmp_path: Path, cluster: dict, hits: dict[int, list[str]], *overrides: str) -> Path:
-    """Start a SLURM sweep whose jobs in ``hits`` pause mid-fit; run each one's command on its SLURM job id; wait
-    for the sweep to end (successfully) and return its folder."""
+def _sweep_hitting_paused_jobs(
+    tmp_path: Path, cluster: dict, paused: list[int], hit: Callable[[Path, dict], None], *overrides: str
+) -> Path:
+    """Start a SLURM sweep whose jobs ``paused`` wait mid-fit; call ``hit(sweep, env)``; wait for the sweep to end
+    (successfully) and return its folder."""
     sweep = tmp_path / "sweep"
-    env = _env(tmp_path, cluster, pause_jobs=",".join(map(str, hits)))
+    env = _env(tmp_path, cluster, pause_jobs=",".join(map(str, paused)))
     proc = _start(sweep, env, *ON_SLURM, *overrides)
     try:
-        _wait_paused(tmp_path, list(hits), proc)
-        for job, command in hits.items():
-            subprocess.run([*command, _slurm_id(sweep, job)], env=env, check=True)
+        _wait_paused(tmp_path, paused, proc)
+        hit(sweep, env)
         _, stderr = proc.communicate(timeout=400)
     finally:
         proc.kill()
     assert proc.returncode == 0, stderr[-4000:]
     return sweep
+
+
+def _state(env: dict, job_id: str) -> str:
+    return subprocess.run(
+        ["squeue", "--noheader", "--format=%T", "-j", job_id], env=env, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def _slurm_id(sweep: Path, job: int) -> str:
@@ -124,10 +132,20 @@ def test_slurm_sweep_equals_the_local_sweep(slurm_cluster, local_acc, tmp_path):
 
 
 def test_requeued_and_preempted_jobs_resume_and_equal_uninterrupted_ones(slurm_cluster, local_acc, tmp_path):
-    # Job 0 gets submitit's USR2 (what SLURM sends before the time limit, and at the start of a preemption grace
-    # time with preempt_send_user_signal): our handler has SLURM requeue it. Job 1 gets `scontrol requeue` (SIGTERM).
-    hits = {0: ["scancel", "--signal=USR2"], 1: ["scontrol", "requeue"]}
-    sweep = _sweep_hitting_paused_jobs(tmp_path, slurm_cluster, hits, "seed=0,1")
+    # Job 0: `scontrol requeue` (SLURM's SIGTERM). Job 1: preempted by a job in the higher-priority partition `high`
+    # that needs the whole node; with a grace time and preempt_send_user_signal SLURM sends it submitit's USR2 first
+    # (as before a time limit), and the job has SLURM requeue it at once.
+    def requeue_then_preempt(sweep: Path, env: dict) -> None:
+        job_0 = _slurm_id(sweep, 0)
+        subprocess.run(["scontrol", "requeue", job_0], env=env, check=True)
+        deadline = time.monotonic() + 60
+        while _state(env, job_0) != "PENDING":  # its CPU is free: the high job now preempts job 1 alone
+            assert time.monotonic() < deadline, "job 0 was not requeued"
+            time.sleep(0.2)
+        urgent = ["sbatch", "--partition=high", "--cpus-per-task=2", "--job-name=urgent", "--wrap=sleep 1"]
+        subprocess.run(urgent, env=env, check=True, capture_output=True)
+
+    sweep = _sweep_hitting_paused_jobs(tmp_path, slurm_cluster, [0, 1], requeue_then_preempt, "seed=0,1")
     results = _results(sweep)
     assert list(results["status"]) == ["ok", "ok"]
     assert dict(zip(results["seed"], results["test/acc"], strict=True)) == {s: local_acc[s] for s in (0, 1)}
@@ -135,7 +153,7 @@ def test_requeued_and_preempted_jobs_resume_and_equal_uninterrupted_ones(slurm_c
     for job in (0, 1):
         log = _slurm_log(sweep, job)
         assert "SIGTERM stopped job" in log and "resumes from" in log, log[-3000:]
-    assert "USR2: asking SLURM to requeue" in _slurm_log(sweep, 0)
+    assert "USR2: asking SLURM to requeue" in _slurm_log(sweep, 1)
 
 
 def test_sweep_whose_parent_was_killed_completes_on_rerun(slurm_cluster, local_acc, tmp_path):
@@ -165,7 +183,11 @@ def test_sweep_whose_parent_was_killed_completes_on_rerun(slurm_cluster, local_a
 def test_cancelled_job_is_reported_and_the_sweep_returns(slurm_cluster, tmp_path):
     sacct = subprocess.run(["sacct", "-j", "1"], env=_env(tmp_path, slurm_cluster), capture_output=True, text=True)
     assert sacct.returncode != 0  # no accounting database: submitit alone would wait for job 0 forever
-    sweep = _sweep_hitting_paused_jobs(tmp_path, slurm_cluster, {0: ["scancel"]}, "seed=0,1")
+
+    def cancel_job_0(sweep: Path, env: dict) -> None:
+        subprocess.run(["scancel", _slurm_id(sweep, 0)], env=env, check=True)
+
+    sweep = _sweep_hitting_paused_jobs(tmp_path, slurm_cluster, [0], cancel_job_0, "seed=0,1")
     results = _results(sweep)
     assert list(results["status"]) == ["cancelled", "ok"]
     assert f"SLURM job {_slurm_id(sweep, 0)} ended CANCELLED" in results.loc[0, "error"]
@@ -186,3 +208,21 @@ def test_ddp_through_srun_trains_into_one_run_folder(slurm_cluster, tmp_path):
     ranks = sorted((sweep / ".submitit").glob("*/*_log.out"))
     assert len(ranks) == 2 and "global_rank=1(2)" in ranks[1].read_text()  # both srun tasks ran the job
     assert sum(p.read_text().count("Wrote ") for p in ranks) == 1  # metrics.json written once, by rank 0
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("hydra.launcher.partition=gpu", "hydra.launcher.partition=gpu: no such partition on this cluster; sinfo shows debug, high."),
+        ("hydra.launcher.mem_gb=4096", "hydra.launcher.mem_gb=4096, but the largest node of the default partition has"),
+    ],
+)  # fmt: skip
+def test_a_request_the_cluster_cannot_meet_gets_one_line(slurm_cluster, tmp_path, override, message):
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run(
+        _command(sweep, *ON_SLURM, override), cwd=ROOT, env=_env(tmp_path, slurm_cluster), capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith(f"error: {message}"), proc.stderr[-3000:]
+    assert not (sweep / ".submitit").exists()  # nothing was submitted
