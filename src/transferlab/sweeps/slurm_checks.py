@@ -92,5 +92,5 @@ def jobs_still_queued(submitit_folder: Path) -> list[str]:
     earlier = {p.name for p in submitit_folder.iterdir() if p.is_dir()} if submitit_folder.is_dir() else set()
     if not earlier:
         return []
-    queued = _run(["squeue", "--noheader", "--array", "--format=%i"]).split()
+    queued = _run(["squeue", "--me", "--noheader", "--array", "--format=%i"]).split()
     return sorted(job for job in queued if job in earlier or job.split("_")[0] in earlier)

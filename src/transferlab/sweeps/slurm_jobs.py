@@ -97,10 +97,11 @@ def take_requeue_signal(max_requeues: int) -> None:
 
 
 def _queue_states() -> dict[str, str] | None:
-    """SLURM's state of every job it still lists (array tasks as ``ARRAY_TASK``), or None if squeue failed."""
+    """SLURM's state of each of our jobs it still lists (array tasks as ``ARRAY_TASK``), or None if squeue failed.
+    (Not ``squeue -j IDS``: it fails outright once any of the ids has been purged from the controller.)"""
     try:
         out = subprocess.run(
-            ["squeue", "--noheader", "--array", "--states=all", "--format=%i|%T"],
+            ["squeue", "--me", "--noheader", "--array", "--states=all", "--format=%i|%T"],  # ours: not the cluster's
             capture_output=True, text=True, check=True, timeout=60,
         ).stdout  # fmt: skip
     except (subprocess.SubprocessError, OSError) as e:
