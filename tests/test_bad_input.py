@@ -101,6 +101,12 @@ CASES = [
     ("ckpt_foreign", lambda t: [f"ckpt_path={_write_other_arch(t / 'foreign.ckpt')}"], "not a transferlab checkpoint"),
     ("resume_corrupt_last", lambda t: [f"resume={_write_garbage(t / 'old' / 'checkpoints' / 'last.ckpt').parents[1]}"], "is corrupt"),
     ("resume_truncated_last", lambda t: [f"resume={_write_truncated(_mkdirs(t / 'old2' / 'checkpoints') / 'last.ckpt').parents[1]}"], "corrupt or truncated"),
+    ("seed_out_of_range", ["seed=12345678901"], "seed=12345678901 must be an integer from 0 to 4000000, or null"),
+    ("image_size_zero", ["data.image_size=0"], r"data.image_size=0 must be a positive integer. Try data.image_size=64 or null"),
+    ("image_size_not_int", ["data.image_size=1.5"], "data.image_size=1.5 must be a positive integer"),
+    ("vit_patch_remainder", ["model.name=vit_tiny_patch16_224", "model.family=vit", "data.image_size=30"], "not a multiple of the model's patch size 16: .* drop the last 14 pixel rows and columns. Use data.image_size=16 or 32"),
+    ("limit_val_fraction_keeps_no_batch", ["trainer.limit_val_batches=0.25"], r"trainer.limit_val_batches=0.25 keeps no batch: the val split has 1 batch \(50 images, data.eval_batch_size=256\).*Set trainer.limit_val_batches=1"),
+    ("limit_train_fraction_keeps_no_batch", ["data.train_size=20", "trainer.limit_train_batches=0.25"], r"trainer.limit_train_batches=0.25 keeps no batch: the train split has 1 batch \(20 images"),
     ("ckpt_other_model", lambda t: ["strategy=fine_tuning", "model.name=test_resnet", f"ckpt_path={_ckpt(t, 'strategy=fine_tuning')}"], "does not fit this model"),
 ]  # fmt: skip
 
@@ -255,3 +261,25 @@ def test_atomic_folder_swap_keeps_old_until_new_is_complete_and_uses_usual_modes
     os.umask(mask)
     assert target.stat().st_mode & 0o777 == 0o777 & ~mask  # not mkdtemp's private 0700
     assert (target / "w.bin").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_seed_null_draws_a_seed_and_records_it(tmp_path, caplog):
+    # lightning-hydra-template allows seed=null; every ${seed} (splits, augmentation, epoch seeds) must get the drawn one
+    cfg = compose_config(tmp_path / "run", [*TINY, "data.train_size=60", "seed=null"])
+    with caplog.at_level("INFO", logger="transferlab.train"):
+        train.__wrapped__(cfg)
+    metrics = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    info = json.loads((Path(cfg.paths.output_dir) / "run_info.json").read_text())
+    assert isinstance(metrics["seed"], int) and metrics["seed"] == info["seed"] == cfg.seed
+    assert f"seed=null: drew seed {metrics['seed']}" in caplog.text
+
+
+def test_peft_changing_a_setting_says_so_and_records_the_value_used(tmp_path, caplog):
+    # OFT's block size must divide each layer's width; PEFT silently picks a nearby divisor per layer
+    cfg = compose_config(tmp_path / "run", [*TINY, "data.train_size=60", "strategy=oft", "strategy.block_size=7"])
+    with caplog.at_level("WARNING", logger="transferlab.strategies.adapters"):
+        train.__wrapped__(cfg)
+    lines = [r.getMessage() for r in caplog.records if "did not use the settings asked for" in r.getMessage()]
+    assert len(lines) == 1 and "oft_block_size=7 became" in lines[0] and "peft/used/oft_block_size" in lines[0]
+    used = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())["peft/used/oft_block_size"]
+    assert used and "7" not in used.split(",")

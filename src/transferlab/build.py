@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationResolutionError
 
 from transferlab.lightning.slurm import slurm_plugins
-from transferlab.models.backbone import build_network
+from transferlab.models.backbone import build_network, check_image_size
 from transferlab.strategies.base import TransferModule
 from transferlab.utils.errors import TransferlabError, suggest
 from transferlab.utils.instantiate import instantiate_callbacks, instantiate_loggers
@@ -73,6 +73,7 @@ def model_input_config(model_cfg: DictConfig) -> dict:
 
 def build_datamodule(cfg: DictConfig) -> LightningDataModule:
     """The configured DataModule, told the model's input size (unless data.image_size is set), mean and std."""
+    _positive_int("data.image_size", cfg.data.get("image_size"), hint="or null for the model's own size")
     spec = model_input_config(cfg.model)
     image_size = cfg.data.get("image_size") or spec["input_size"][-1]
     return _instantiate(
@@ -129,9 +130,11 @@ def build_module(cfg: DictConfig, num_classes: int) -> TransferModule:
     if image_size and "img_size" not in model_kwargs and _takes_img_size(cfg.model.name):
         model_kwargs["img_size"] = image_size  # ViTs are built for one size; timm resizes the position embeddings
     net = build_network(cfg.model.name, num_classes, weights=str(cfg.model.weights), **model_kwargs)
+    check_image_size(net, image_size)
     strategy_cfg = cfg.strategy.copy()
     with open_dict(strategy_cfg):
         strategy_cfg.pop("name", None)
+        strategy_cfg.pop("search", None)  # protocol=tuned's search space: read by the sweeper, not the strategy
     module = _instantiate(strategy_cfg, net=net, num_classes=num_classes, _convert_="all")
     module.run_config = OmegaConf.to_container(cfg, resolve=True)  # stored in checkpoints: eval/export rebuild from it
     if not module.base_reproducible and module.needs_pretrained_backbone:  # fine-tuning may start from random
@@ -155,11 +158,12 @@ def _takes_img_size(name: str) -> bool:
     )
 
 
-def _positive_int(key: str, value, allow: tuple = ()) -> None:
-    if value in allow or value is None:
+def _positive_int(key: str, value, allow: tuple = (), hint: str = "") -> None:
+    if value is None or (value in allow and not isinstance(value, bool)):
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise TransferlabError(f"{key}={value} must be a positive integer. Try {key}=1.")
+        example = f"Try {key}=64 {hint}" if hint else f"Try {key}=1"
+        raise TransferlabError(f"{key}={value} must be a positive integer. {example.strip()}.")
 
 
 def trainer_config(cfg: DictConfig) -> DictConfig:

@@ -25,20 +25,34 @@ def build_report(sweep_dir: str | Path) -> Path:
     from transferlab.reporting.latex import write_latex_tables
     from transferlab.reporting.markdown import write_markdown
     from transferlab.reporting.optuna_summary import optuna_section
-    from transferlab.reporting.plots import write_plots
+    from transferlab.reporting.plots import write_plots, write_tuning_curves
+    from transferlab.reporting.protocol_summary import chosen_values, protocol_section, read_selection, tuned_keys
     from transferlab.utils.io import atomic_write
 
     sweep_dir = Path(sweep_dir)
     results = collect_results(sweep_dir)
     atomic_write(sweep_dir / "results.csv", lambda p: results.to_csv(p, index=False))
-    table = compare_sweep(results, sweep_dir)
+    # protocol=tuned: the comparison is over the refit jobs; tune trials (no test pass) only feed the Protocol section
+    compared = results[results["stage"].ne("tune")] if "stage" in results else results
+    selection = read_selection(sweep_dir)
+    chosen = chosen_values(selection) if selection is not None else {}
+    table = compare_sweep(compared, sweep_dir)
     if not table.empty:
         atomic_write(sweep_dir / "ranking.csv", lambda p: table.to_csv(p, index=False))
-        write_latex_tables(table, sweep_dir / "report.tex")
-    plots = write_plots(results, table, sweep_dir / "plots")
-    ladder_plot = write_ladder_plot(results, sweep_dir / "plots")
+        shown = dict(zip(compared.get("arm", []), compared["label"], strict=False))  # the table's name for each arm
+        note = "Hyperparameters chosen on validation: " + "; ".join(
+            f"{shown.get(a, a)}: {v}" for a, v in chosen.items()
+        )
+        note += "."
+        write_latex_tables(table, sweep_dir / "report.tex", note=note if chosen else "")
+    plots = write_plots(compared, table, sweep_dir / "plots")
+    ladder_plot = write_ladder_plot(compared, sweep_dir / "plots")
     plots += [ladder_plot] if ladder_plot else []
-    extra = ladder_section(results) if ladder_plot else ""
+    extra = ladder_section(compared) if ladder_plot else ""
+    if selection is not None:
+        extra += protocol_section(sweep_dir, results, selection)
+        curves = write_tuning_curves(selection, tuned_keys(selection), sweep_dir / "plots" / "tuning_curves.png")
+        plots += [curves] if curves else []
     extra += optuna_section(sweep_dir)  # '' unless the sweep ran an Optuna study
     report = write_markdown(results, sweep_dir / "report.md", plots, title=sweep_dir.name, table=table, extra=extra)
     log.info("Report: %s (%d jobs)", report, len(results))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from transferlab.callbacks.run_stats import RunStats
 from transferlab.utils.slurm import slurm_job_metrics
@@ -20,6 +20,23 @@ def _checkpoint_mb(trainer) -> float | None:
     cb = trainer.checkpoint_callback
     path = (cb.best_model_path or cb.last_model_path) if cb else ""
     return Path(path).stat().st_size / 2**20 if path and Path(path).is_file() else None
+
+
+def arm_record(cfg: DictConfig, module) -> dict:
+    """What the report needs to name and group this job without importing strategies: the protocol stage and arm
+    (``protocol.*``, set by protocol=tuned's sweeper) and the strategy's display label and colour family."""
+    from transferlab.strategies.lora import resolve_alpha
+
+    strategy = OmegaConf.to_container(cfg.strategy, resolve=True)
+    if isinstance(strategy.get("alpha"), str) and isinstance(strategy.get("r"), int):  # "2r" shown as its number
+        strategy["alpha"] = resolve_alpha(strategy["alpha"], strategy["r"])
+    protocol = cfg.get("protocol") or {}
+    return {
+        "stage": protocol.get("stage"),
+        "arm": protocol.get("arm"),
+        "label": type(module).report_label(strategy),
+        "family": type(module).report_family(strategy),
+    }
 
 
 def run_summary(cfg: DictConfig, trainer, module, datamodule, fit_metrics: dict) -> dict:
@@ -51,6 +68,8 @@ def run_summary(cfg: DictConfig, trainer, module, datamodule, fit_metrics: dict)
         "data": cfg.data.name,
         "seed": cfg.seed,
         "threads": torch.get_num_threads(),  # set by trainer.threads; timings and the last digits depend on it
+        "world_size": trainer.world_size,  # DDP processes that trained the job together (1 without DDP)
         "epochs": trainer.current_epoch,
+        **arm_record(cfg, module),
     })  # fmt: skip
     return metrics

@@ -6,7 +6,9 @@ artifacts -> metrics.json. Sweeps (``-m``) run this once per job.
 
 from __future__ import annotations
 
+import json
 import logging
+import secrets
 import time
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import hydra
 from omegaconf import DictConfig, open_dict
 
 from transferlab.sweeps import resumable
+from transferlab.sweeps.protocol import require_multirun
 from transferlab.utils.console import print_config_tree
 from transferlab.utils.errors import TransferlabError
 from transferlab.utils.io import atomic_write_json
@@ -50,19 +53,51 @@ def _resume_checkpoint(cfg: DictConfig) -> str | None:
     return ckpt
 
 
+# The epoch seeds derived from it (data/seeds.py: seed x 1,000 + epoch) must stay within numpy's 32-bit range.
+MAX_SEED = 4_000_000
+
+
+def _resolve_seed(cfg: DictConfig) -> None:
+    """``seed=null`` (as lightning-hydra-template allows) draws a seed and records it like a given one; a resumed run
+    keeps the seed its first attempt drew (from its run_info.json), so it continues the same run."""
+    if cfg.get("seed") is not None:
+        seed = cfg.seed
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+            raise TransferlabError(f"seed={seed} must be an integer from 0 to {MAX_SEED}, or null to draw one.")
+        return
+    try:
+        seed = (
+            json.loads((Path(cfg.paths.output_dir) / "run_info.json").read_text())["seed"]
+            if cfg.get("resume")
+            else None
+        )
+    except (OSError, ValueError, KeyError):
+        seed = None
+    how = "kept the seed this run drew before" if seed is not None else "drew"
+    seed = seed if seed is not None else secrets.randbelow(MAX_SEED + 1)
+    with open_dict(cfg):
+        cfg.seed = seed  # every ${seed} (data splits, augmentation, epoch seeds) reads it from here
+    log.info(
+        "seed=null: %s seed %d (recorded in run_info.json and metrics.json; seed=%d reproduces it).", how, seed, seed
+    )
+
+
 @task_wrapper
 @resumable  # sweeps re-run into their folder skip/resume jobs; SIGTERM/SIGINT stop cleanly
 def train(cfg: DictConfig) -> dict:
     """Fit and test the configured strategy; write metrics.json into the run dir and return the metrics."""
+    require_multirun(cfg)  # protocol=tuned without -m: one line, before the heavy imports
     # torch, Lightning, timm and PEFT take ~10 s to import on 2 cores: imported here, after Hydra has composed the
     # config, so a mistyped key or value is reported in a second (tests/test_bad_input.py checks that).
     from transferlab.build import build_run
+    from transferlab.lightning.limits import explain_batch_limits
     from transferlab.predictions import save_predictions
     from transferlab.run_summary import run_summary
     from transferlab.utils.instantiate import log_run_to_loggers
 
     started = time.perf_counter()
     ckpt_path = _resume_checkpoint(cfg)
+    _resolve_seed(cfg)
     out_dir = Path(cfg.paths.output_dir)
     run = build_run(cfg)
     datamodule, module, trainer = run.datamodule, run.module, run.trainer
@@ -72,12 +107,13 @@ def train(cfg: DictConfig) -> dict:
         atomic_write_json(out_dir / "run_info.json", run_info(cfg.seed))
         log.info(module.trainable_summary())
 
-    if cfg.train:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    fit_metrics = dict(trainer.callback_metrics)
-    if cfg.test:
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
+    with explain_batch_limits(trainer, datamodule):  # a trainer.limit_*_batches fraction that keeps no batch
+        if cfg.train:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        fit_metrics = dict(trainer.callback_metrics)
+        if cfg.test:
+            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
 
     metrics = run_summary(cfg, trainer, module, datamodule, fit_metrics)
     # The whole job, data loading to test: what a sweep pays per job (interpreter start-up excluded).

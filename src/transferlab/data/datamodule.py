@@ -6,6 +6,7 @@ import logging
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Subset
@@ -19,6 +20,11 @@ from transferlab.data.transforms import BatchTransform
 from transferlab.utils.errors import TransferlabError, suggest
 
 log = logging.getLogger(__name__)
+
+# What training sees: the train subset, or the train subset and the validation images together (the VTAB rule for
+# refitting a configuration chosen on validation). The split itself is the same, so for one seed "train+val" is
+# exactly the tune stage's train and validation images.
+FIT_ON = ("train", "train+val")
 
 
 class ImageDataModule(LightningDataModule):
@@ -37,6 +43,7 @@ class ImageDataModule(LightningDataModule):
         num_classes: int | None = None,
         train_size: int | None = None,
         val_size: int | float = 0.1,
+        fit_on: str = "train",
         image_size: int | None = None,
         batch_size: int = 64,
         eval_batch_size: int | None = None,
@@ -58,6 +65,8 @@ class ImageDataModule(LightningDataModule):
             )
         if image_size is None:
             raise TransferlabError("data.image_size is unset and no model filled it in. Set data.image_size=<pixels>.")
+        if fit_on not in FIT_ON:
+            raise TransferlabError(f"data.fit_on={fit_on} is not one of {', '.join(FIT_ON)}. Use data.fit_on=train.")
         if batch_size < 1:
             raise TransferlabError(f"data.batch_size={batch_size} must be at least 1.")
         self.save_hyperparameters(logger=False)
@@ -87,12 +96,15 @@ class ImageDataModule(LightningDataModule):
                 f"Set data.num_classes={len(self.classes)} (or null to infer it)."
             )
         train_idx, val_idx = split_indices(torch.as_tensor(train.targets).numpy(), hp.train_size, hp.val_size, hp.seed)
+        if hp.fit_on == "train+val":  # validation then scores images it trained on: refit jobs switch it off
+            train_idx = np.sort(np.concatenate([train_idx, val_idx]))
         # plain int indices: torch's Subset forwards a batch of them to the source's batched __getitems__
         self.train_set, self.val_set = Subset(train, train_idx.tolist()), Subset(train, val_idx.tolist())
         self.test_set = test
         log.info(
-            "Data %s: %d train / %d val / %d test images, %d classes",
-            self.name, len(self.train_set), len(self.val_set), len(self.test_set), self.num_classes,
+            "Data %s: %d train%s / %d val / %d test images, %d classes", self.name, len(self.train_set),
+            " (val included)" if hp.fit_on == "train+val" else "", len(self.val_set), len(self.test_set),
+            self.num_classes,
         )  # fmt: skip
 
     @property

@@ -19,6 +19,32 @@ def classifier_name(net: nn.Module) -> str:
     return net.pretrained_cfg.get("classifier", "classifier")
 
 
+def patch_size(net: nn.Module) -> int | None:
+    """The side of the square patches a vision transformer cuts its input into (timm ViT/DeiT, BLIP); None for
+    convnets, which take any size."""
+    from transferlab.models.blip import BlipVisionClassifier  # torch only: transformers loads on use
+
+    if isinstance(net, timm.models.vision_transformer.VisionTransformer):
+        return int(net.patch_embed.patch_size[0])
+    if isinstance(net, BlipVisionClassifier):
+        return int(net.vision_model.config.patch_size)
+    return None
+
+
+def check_image_size(net: nn.Module, image_size: int | None) -> None:
+    """Refuse an input size a transformer's patches do not tile: its last rows and columns would be dropped silently
+    (timm's patch embedding is a stride-``patch`` convolution)."""
+    patch = patch_size(net)
+    if not image_size or not patch or image_size % patch == 0:
+        return
+    lower, upper = max(patch, image_size - image_size % patch), image_size - image_size % patch + patch
+    raise TransferlabError(
+        f"data.image_size={image_size} is not a multiple of the model's patch size {patch}: the patch embedding would "
+        f"use {image_size // patch}x{image_size // patch} patches and silently drop the last {image_size % patch} "
+        f"pixel rows and columns. Use data.image_size={lower} or {upper}."
+    )
+
+
 def build_network(
     name: str,
     num_classes: int,

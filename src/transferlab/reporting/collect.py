@@ -12,7 +12,8 @@ import yaml
 from transferlab.utils.errors import TransferlabError
 
 
-def _read_yaml(path: Path):
+def read_yaml(path: Path):
+    """A YAML file's content, or None when it is missing or unreadable."""
     try:
         return yaml.safe_load(path.read_text()) if path.is_file() else None
     except yaml.YAMLError:
@@ -42,16 +43,25 @@ def _fmt(v):
     return int(v) if isinstance(v, float) and v.is_integer() else v
 
 
+def _read_metrics(job_dir: Path) -> dict:
+    path = job_dir / "metrics.json"
+    if not path.is_file():
+        return {"status": "missing", "error": "no metrics.json (still running, or killed)"}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return {"status": "failed", "error": "metrics.json is unreadable"}
+
+
 def _job_row(job_dir: Path) -> dict:
-    cfg = _read_yaml(job_dir / ".hydra" / "config.yaml") or {}
-    overrides = _read_yaml(job_dir / ".hydra" / "overrides.yaml") or []
+    cfg = read_yaml(job_dir / ".hydra" / "config.yaml") or {}
+    overrides = read_yaml(job_dir / ".hydra" / "overrides.yaml") or []
+    metrics = _read_metrics(job_dir)
     strategy = cfg.get("strategy") or {}
     row = {
         "job": job_dir.name,
         "overrides": " ".join(o for o in overrides if not o.startswith("hydra")),
-        "label": arm_label(cfg),
         "strategy": strategy.get("name"),
-        "family": strategy_class(strategy).report_family(strategy),
         "r": strategy.get("r"),
         "alpha": strategy.get("alpha"),
         "seed": cfg.get("seed"),
@@ -61,16 +71,15 @@ def _job_row(job_dir: Path) -> dict:
         from transferlab.strategies.lora import resolve_alpha
 
         row["alpha"] = resolve_alpha(row["alpha"], row["r"])
-        row["label"] = arm_label({**cfg, "strategy": {**strategy, "alpha": row["alpha"]}})
-    metrics_path = job_dir / "metrics.json"
-    if metrics_path.is_file():
-        try:
-            metrics = json.loads(metrics_path.read_text())
-        except json.JSONDecodeError:
-            metrics = {"status": "failed", "error": "metrics.json is unreadable"}
-    else:
-        metrics = {"status": "missing", "error": "no metrics.json (still running, or killed)"}
+    if "label" not in metrics or "family" not in metrics:  # a job folder from before metrics.json named its arm
+        shown = {**strategy, "alpha": row["alpha"]} if row["alpha"] is not None else strategy
+        row["label"] = arm_label({**cfg, "strategy": shown})
+        row["family"] = strategy_class(strategy).report_family(strategy)
     row.update({k: v for k, v in metrics.items() if k not in ("strategy", "seed")})
+    protocol = cfg.get("protocol") or {}
+    for key in ("stage", "arm"):  # a failed job's metrics.json holds only the error: its config says the rest
+        if row.get(key) is None and protocol.get(key) is not None:
+            row[key] = protocol[key]
     row.setdefault("error", "")
     row["model"] = row.get("model") or (cfg.get("model") or {}).get("name")
     if strategy.get("cache_features") and row.get("status") == "ok":
@@ -95,7 +104,9 @@ def collect_results(sweep_dir: str | Path) -> pd.DataFrame:
     df["strategy_label"] = df["label"]  # the strategy setting alone, e.g. one line per strategy across backbones
     if df["model"].nunique() > 1:  # a sweep over backbones: the same strategy on two models is two arms
         df["label"] = df["label"] + " · " + df["model"].fillna("?").str.removeprefix("tf_")
-    return _distinct_arms(df)
+    # Tune trials of one arm differ on purpose (one LR each): they are not arms, so they keep their arm's label.
+    tune = df["stage"].eq("tune") if "stage" in df else pd.Series(False, index=df.index)
+    return pd.concat([_distinct_arms(df[~tune]), df[tune]]).sort_index()
 
 
 def _distinct_arms(df: pd.DataFrame) -> pd.DataFrame:

@@ -32,6 +32,7 @@ _SPECIAL = {
     "]": "{]}",
 }
 _SPECIAL_RE = re.compile("|".join(re.escape(c) for c in _SPECIAL))
+_CAPTION = "Comparison of transfer-learning strategies, ranked by mean test accuracy."
 _COLUMNS = ["Arm", "Accuracy", "Trainable params", r"Trainable (\%)", "Fit time (s)", "Checkpoint (MB)", r"$p$ (Holm)"]
 
 
@@ -42,7 +43,7 @@ def escape_latex(text: str) -> str:
 
 def latex_table(
     table: pd.DataFrame,
-    caption: str = "Comparison of transfer-learning strategies, ranked by mean test accuracy.",
+    caption: str = _CAPTION,
     label: str = "tab:strategy-comparison",
     alpha: float | None = None,
 ) -> str:
@@ -80,18 +81,20 @@ def write_latex_table(table: pd.DataFrame, path: str | Path, **kwargs) -> Path:
     return atomic_write_text(path, latex_table(table, **kwargs))
 
 
-def write_latex_tables(table: pd.DataFrame, path: str | Path) -> Path:
-    """report.tex for a sweep: one table, or one per training-set size (each size is its own comparison)."""
+def write_latex_tables(table: pd.DataFrame, path: str | Path, note: str = "") -> Path:
+    """report.tex for a sweep: one table, or one per training-set size (each size is its own comparison);
+    ``note`` ends every caption (e.g. the hyperparameters protocol=tuned chose)."""
     sizes = table["train_size"].drop_duplicates().tolist() if "train_size" in table else [None]
     if len(sizes) == 1:
-        return write_latex_table(table, path)
+        return write_latex_table(table, path, caption=f"{_CAPTION} {note}".strip())
     parts = []
     for size in sizes:
         rows = table[table["train_size"] == size].copy()
         rows.attrs = table.attrs
         caption = (
-            f"Comparison of transfer-learning strategies with {size} training images, ranked by mean test accuracy."
-        )
+            f"Comparison of transfer-learning strategies with {size} training images, ranked by mean test accuracy. "
+            f"{note}"
+        ).strip()
         parts.append(latex_table(rows, caption=caption, label=f"tab:strategy-comparison-{size}"))
     return atomic_write_text(path, "\n".join(parts))
 

@@ -200,3 +200,35 @@ def write_plots(df: pd.DataFrame, summary: pd.DataFrame, folder: Path) -> list[P
     made.append(_lora_rank_plot(df, summary, folder / "lora_rank.png"))
     made.append(_train_size_plot(summary, folder / "acc_vs_train_size.png"))
     return [p for p in made if p is not None]
+
+
+def write_tuning_curves(selection: pd.DataFrame, keys: list[str], path: Path) -> Path | None:
+    """protocol=tuned: each arm's validation score against its main knob (its first tuned key; LR keys on a log
+    axis), the chosen trial ringed. ``selection``: selection.csv as strings; ``keys``: its value columns."""
+    lines = []
+    for arm, trials in selection.groupby("arm", sort=False):
+        knob = next((k for k in keys if (trials[k] != "").any()), None)
+        if knob is None:
+            continue
+        rows = trials[(trials["score"] != "") & (trials[knob] != "")]
+        x = pd.to_numeric(rows[knob], errors="coerce")
+        if x.isna().any() or rows.empty:  # a categorical knob (alpha=2r) has no axis
+            continue
+        order = np.argsort(x.to_numpy(float), kind="stable")
+        lines.append((arm, knob, x.to_numpy(float)[order], rows["score"].astype(float).to_numpy()[order],
+                      rows["chosen"].eq("true").to_numpy()[order]))  # fmt: skip
+    if not lines:
+        return None
+    fig = Figure(figsize=(8.5, 5.2))
+    ax = fig.subplots()
+    for i, (arm, knob, x, y, chosen) in enumerate(lines):
+        line = ax.plot(x, y, marker=_MARKERS[i % len(_MARKERS)], label=f"{arm} ({knob.removeprefix('strategy.')})")[0]
+        ax.scatter(x[chosen], y[chosen], s=160, facecolors="none", edgecolors=line.get_color(), linewidths=1.5)
+    if all(knob.endswith("lr") for _, knob, *_ in lines):
+        ax.set_xscale("log")
+    ax.set_xlabel("each arm's main knob (log scale for learning rates)")
+    ax.set_ylabel("validation score (final epoch)")
+    ax.set_title("Tuning curves (ringed: the chosen trial)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9, frameon=False)
+    return _save(fig, path)

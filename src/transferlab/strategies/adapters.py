@@ -10,13 +10,14 @@ import copy
 import dataclasses
 import inspect
 import logging
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from lightning import Callback
 from peft import PeftConfig, get_peft_model
-from peft.tuners.tuners_utils import check_target_module_exists
+from peft.tuners.tuners_utils import BaseTunerLayer, check_target_module_exists
 from peft.utils import ModulesToSaveWrapper
 from torch import nn
 
@@ -46,6 +47,28 @@ def resolve_targets(net: nn.Module, config: PeftConfig, head: str) -> list[str]:
             f"strategy.target_modules={config.target_modules} matches no module. Candidates: {', '.join(leaves[:12])}."
         )
     return matched
+
+
+def _settings_changed(peft_net: nn.Module, config: PeftConfig) -> dict[str, list]:
+    """The per-layer values PEFT chose where they differ from the config's (e.g. OFT's block size, adjusted to a
+    divisor of each layer's width), from its layers' own records (``other_param_names``, per adapter)."""
+    used: dict[str, set] = {}
+    for module in peft_net.modules():
+        if not isinstance(module, BaseTunerLayer):
+            continue
+        for name in module.other_param_names:
+            asked, per_adapter = getattr(config, name, None), getattr(module, name, None)
+            if (
+                not isinstance(asked, int | float)
+                or isinstance(asked, bool)
+                or not asked
+                or not isinstance(per_adapter, dict)
+            ):
+                continue  # 0 means "derive it" (OFT's r), and non-numbers (dropout modules) are not settings
+            value = per_adapter.get("default")
+            if isinstance(value, int | float) and value != asked:
+                used.setdefault(name, set()).add(value)
+    return {name: sorted(values) for name, values in used.items()}
 
 
 def _unsupported_layer_error(net: nn.Module, config: PeftConfig, targets: list[str], family: str, cause: Exception):
@@ -96,11 +119,23 @@ class PEFT(TransferModule):
         self.targeted = resolve_targets(net, config, head)
         self.method = method_name(config)
         try:
-            peft_net = get_peft_model(net, config)
+            with warnings.catch_warnings(record=True) as said:  # PEFT warns when it changes a setting per layer
+                warnings.simplefilter("always")
+                peft_net = get_peft_model(net, config)
         except (ValueError, TypeError) as e:
             if "is not supported" in str(e) or "No layers types compatible" in str(e):
                 raise _unsupported_layer_error(net, config, self.targeted, family, e) from None
             raise TransferlabError(f"{self.method} rejected its settings: {str(e).splitlines()[0]}") from None
+        self.settings_used = _settings_changed(peft_net, config) if said else {}
+        if self.settings_used:
+            used = "; ".join(
+                f"{k}={getattr(config, k)} became {', '.join(map(str, v))}" for k, v in self.settings_used.items()
+            )
+            log.warning(
+                "%s did not use the settings asked for on every layer: %s (PEFT: %s). metrics.json records the values "
+                "used as %s.", self.method, used, str(said[0].message).splitlines()[0],
+                ", ".join(f"peft/used/{k}" for k in self.settings_used),
+            )  # fmt: skip
         # The head that trains is PEFT's copy of it (modules_to_save): the base class finds it here, as in timm.
         peft_net.pretrained_cfg = dict(
             net.pretrained_cfg, classifier=f"base_model.model.{head}.modules_to_save.default"
@@ -149,7 +184,8 @@ class PEFT(TransferModule):
         """The adapters and head as a PEFT adapter folder ``<run>/adapter/`` (safetensors; the best checkpoint's),
         and its size: what sharing one backbone across tasks costs per task."""
         folder = self.save_adapter(Path(out_dir) / "adapter")
-        return {"adapter/size_mb": sum(f.stat().st_size for f in folder.iterdir() if f.is_file()) / 2**20}
+        used = {f"peft/used/{k}": ",".join(map(str, v)) for k, v in self.settings_used.items()}
+        return {"adapter/size_mb": sum(f.stat().st_size for f in folder.iterdir() if f.is_file()) / 2**20, **used}
 
     def save_adapter(self, directory: str | Path) -> Path:
         """Save the adapters and head as a PEFT adapter folder (safetensors), atomically."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import shlex
 import signal
 import sys
@@ -15,12 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import rich.console
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from transferlab.sweeps import interrupt
 from transferlab.sweeps.interrupt import JobInterrupted
 from transferlab.sweeps.resume import last_checkpoint, prepare_job
+from transferlab.utils.errors import TransferlabError
 from transferlab.utils.io import atomic_write_json
+from transferlab.utils.ranks import externally_launched, follower_rank, launch_token
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +62,17 @@ def resumable(fn: Callable[[DictConfig], dict]) -> Callable[[DictConfig], dict]:
         try:
             if interrupt.pending() is not None:  # it came between two sweep jobs: this one does not start
                 _stop(cfg, job, interrupt.pending(), None, _program(fn))
-            if job.multirun and job.job_dir is not None:
+            if job.multirun and job.job_dir is not None and follower_rank() > 0:
+                # A rank a cluster launcher started (srun): rank 0 decides about the job folder; this rank follows.
+                record = _wait_for_leader(job.job_dir)
+                if record is None or record.get("skip"):
+                    return record.get("metrics") if record else {}
+                cfg = OmegaConf.create(record["config"])
+            elif job.multirun and job.job_dir is not None:
                 plan = prepare_job(job.job_dir, cfg)
                 if plan.action == "skip":
+                    if externally_launched():  # the other ranks wait for this decision
+                        _publish_skip(job.job_dir, plan.metrics)
                     return plan.metrics
             started = time.time()
             try:
@@ -78,6 +89,36 @@ def resumable(fn: Callable[[DictConfig], dict]) -> Callable[[DictConfig], dict]:
                 interrupt.restore()
 
     return wrapped
+
+
+def _publish_skip(job_dir: Path, metrics: dict | None) -> None:
+    from transferlab.lightning.ddp import record_path  # Lightning loads only for distributed jobs
+
+    atomic_write_json(record_path(job_dir), {"token": launch_token(), "skip": True, "metrics": metrics})
+
+
+def _wait_for_leader(job_dir: Path, timeout_s: float | None = None) -> dict | None:
+    """The job rank 0 prepared (its record in the job folder, from this launch), or None if rank 0's job ended
+    (failed, interrupted) before it got that far; one line if nothing comes within ``timeout_s``."""
+    from transferlab.lightning.ddp import record_path
+
+    timeout_s = float(os.environ.get("TRANSFERLAB_DDP_WAIT_S", 600)) if timeout_s is None else timeout_s
+    path, token, started = record_path(job_dir), launch_token(), time.time()
+    while time.time() - started < timeout_s:
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            record = None
+        if record is not None and record.get("token") == token:
+            return record
+        metrics = job_dir / "metrics.json"
+        if metrics.is_file() and metrics.stat().st_mtime >= started:  # rank 0 ended the job without training
+            return None
+        time.sleep(0.5)
+    raise TransferlabError(
+        f"DDP rank {follower_rank()} waited {timeout_s:.0f} s for rank 0 to prepare job {job_dir.name} ({path} from "
+        "this launch). Check rank 0's log in that folder; raise TRANSFERLAB_DDP_WAIT_S if it is only slow."
+    )
 
 
 def _lightning_sigterm() -> type[SystemExit]:

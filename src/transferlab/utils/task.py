@@ -17,8 +17,18 @@ from omegaconf import DictConfig
 from transferlab.utils.console import print_error
 from transferlab.utils.errors import TransferlabError
 from transferlab.utils.io import atomic_write_json
+from transferlab.utils.lifecycle import CurrentTask, job_ended, task_finished, task_started
+from transferlab.utils.ranks import follower_rank
 
 log = logging.getLogger(__name__)
+
+
+def _task_name(fn: Callable) -> str:
+    module = fn.__module__
+    if module == "__main__":  # `python -m transferlab.train`: the importable name is on the module's spec
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        module = spec.name if spec is not None else module
+    return f"{module}:{fn.__name__}"
 
 
 def _is_multirun() -> bool:
@@ -68,21 +78,36 @@ def task_wrapper(fn: Callable[[DictConfig], dict]) -> Callable[[DictConfig], flo
 
     @functools.wraps(fn)
     def wrapped(cfg: DictConfig) -> float | None:
+        task_started(CurrentTask(_task_name(fn), cfg))
+        ok = False
         try:
             metrics = fn(cfg)
+            ok = True
         except Exception as e:
+            if follower_rank() > 0:
+                # An extra DDP rank: rank 0 reports the job's error (one line, one metrics.json); repeating it here
+                # would print a traceback per rank. HYDRA_FULL_ERROR=1 shows it anyway.
+                if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                    raise
+                log.debug("DDP rank %d: %s: %s", follower_rank(), type(e).__name__, e)
+                sys.exit(1)
             if not _is_multirun():
                 if isinstance(e, TransferlabError) and os.environ.get("HYDRA_FULL_ERROR") != "1":
                     print_error(str(e))
                     sys.exit(1)
                 raise
             message = f"{type(e).__name__}: {e}"
-            log.error("Job failed: %s\n%s", message, traceback.format_exc())
+            if isinstance(e, TransferlabError):  # bad input: the line says it all
+                log.error("Job failed: %s", message)
+            else:
+                log.error("Job failed: %s\n%s", message, traceback.format_exc())
             out = _output_dir()
             if out is not None:
                 atomic_write_json(out / "metrics.json", {"status": "failed", "error": message})
             return _failed_value()
         finally:
+            task_finished()
+            job_ended(ok)
             finish_wandb()
             if _is_multirun():
                 gc.collect()  # free this job's reference cycles (module <-> trainer) before the next job's fit
