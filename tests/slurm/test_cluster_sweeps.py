@@ -142,8 +142,8 @@ def test_requeued_and_preempted_jobs_resume_and_equal_uninterrupted_ones(slurm_c
         while _state(env, job_0) != "PENDING":  # its CPU is free: the high job now preempts job 1 alone
             assert time.monotonic() < deadline, "job 0 was not requeued"
             time.sleep(0.2)
-        urgent = ["sbatch", "--partition=high", "--cpus-per-task=2", f"--output={tmp_path}/urgent.out", "--wrap=sleep 1"]
-        subprocess.run(urgent, env=env, check=True, capture_output=True)
+        urgent = ["sbatch", "--partition=high", "--cpus-per-task=2", f"--output={tmp_path / 'urgent.out'}"]
+        subprocess.run([*urgent, "--wrap=sleep 1"], env=env, check=True, capture_output=True)
 
     sweep = _sweep_hitting_paused_jobs(tmp_path, slurm_cluster, [0, 1], requeue_then_preempt, "seed=0,1")
     results = _results(sweep)
