@@ -18,6 +18,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationResolutionError
 
+from transferlab.lightning.slurm import slurm_plugins
 from transferlab.models.backbone import build_network, check_image_size, model_input_config, takes_img_size
 from transferlab.strategies.base import TransferModule
 from transferlab.utils.errors import TransferlabError
@@ -155,7 +156,8 @@ def build_trainer(cfg: DictConfig, with_loggers: bool = True, checked: DictConfi
     if not loggers:  # Lightning refuses an LR monitor with nothing to log to
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer_cfg = checked if checked is not None else trainer_config(cfg)
-    return hydra.utils.instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
+    plugins = [*hydra.utils.instantiate(trainer_cfg.get("plugins") or []), *slurm_plugins()]
+    return hydra.utils.instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False, plugins=plugins)
 
 
 @dataclass

@@ -9,6 +9,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from transferlab.callbacks.run_stats import RunStats
+from transferlab.utils.slurm import slurm_job_metrics
 
 
 def _scalar(v):
@@ -59,6 +60,7 @@ def run_summary(cfg: DictConfig, trainer, module, datamodule, fit_metrics: dict)
     if getattr(datamodule, "precision", None):
         metrics["extract_precision"] = datamodule.precision  # what the cached features were computed in
     metrics["checkpoint/size_mb"] = _checkpoint_mb(trainer)
+    metrics.update(slurm_job_metrics())  # the job id and how often SLURM requeued it (resumed runs count them)
     metrics.update({
         "status": "ok",
         "strategy": cfg.strategy.get("name"),
