@@ -16,7 +16,7 @@ and checkpoints):
 The runs are fits (train + val splits); a later ``trainer.test`` costs every contender the same one pass
 over the test split and is left out. Ratios: ``warm_speedup_vs_in_loop`` = in_loop / warm (target >= 20),
 ``cold_vs_forward_limit`` = cold / (fastest bare + head training), head training being the cold fit minus
-its extraction time (target <= 1.25), and ``auto_speedup_vs_fp32`` = cold_fp32 / cold (target >= 1.5 where
+its extraction time (target <= 1.15), and ``auto_speedup_vs_fp32`` = cold_fp32 / cold (target >= 1.5 where
 ``auto`` picks bf16; where it keeps fp32 the two runs are the same and there is no target).
 """
 
@@ -45,7 +45,7 @@ from transferlab.callbacks import RunStats
 from transferlab.utils import precision
 
 NAME = "feature_cache"
-TARGETS = {"warm_speedup_vs_in_loop": (">=", 20.0), "cold_vs_forward_limit": ("<=", 1.25),
+TARGETS = {"warm_speedup_vs_in_loop": (">=", 20.0), "cold_vs_forward_limit": ("<=", 1.15),
            "auto_speedup_vs_fp32": (">=", 1.5)}  # fmt: skip
 
 
@@ -94,27 +94,39 @@ def _bare_forward(
         images, _ = dataset.__getitems__(list(range(len(dataset))))
         chunks += list(images.split(batch))
     chunks = [c.to(device) for c in (chunks[:limit_batches] if limit_batches else chunks)]  # already on the device
-    sync()
-    start = time.perf_counter()
+
+    def forward(images: torch.Tensor) -> None:
+        x = datamodule.preprocess(images, augment=False)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        net.forward_head(net.forward_features(x), pre_logits=True)
+
     with torch.inference_mode(), precision.autocast(pass_precision, device):
+        for images in {len(c): c for c in chunks}.values():  # one untimed batch per shape: kernels picked
+            forward(images)
+        sync()
+        start = time.perf_counter()
         for images in chunks:
-            x = datamodule.preprocess(images, augment=False)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            net.forward_head(net.forward_features(x), pre_logits=True)
-    sync()
+            forward(images)
+        sync()
     return time.perf_counter() - start, sum(len(c) for c in chunks)
 
 
-def run(full: bool = False, train_size: int | None = None, epochs: int = 10, overrides=()) -> dict:
+def run(
+    full: bool = False, train_size: int | None = None, epochs: int = 10, overrides=(), with_in_loop: bool = True
+) -> dict:
     """Run the contenders interleaved; print a table; return the JSON section.
 
     The issue's CPU budget is ``run(train_size=6000, epochs=3, overrides=["data.image_size=64"])``.
+    ``with_in_loop=False`` leaves out the slowest contender (and ``warm_speedup_vs_in_loop``) when only the cold
+    extraction is in question.
     """
     quiet()
     train_size = train_size or (10_000 if full else 1_000)
     schedule = ["cold", "cold_fp32", "in_loop", "bare", "warm", "in_loop", "bare", "warm"] if full else [
         "cold", "cold_fp32", "in_loop", "bare", "warm", "bare", "warm"]  # fmt: skip
+    if not with_in_loop:
+        schedule = [name for name in schedule if name != "in_loop"]
     settings = [f"data.train_size={train_size}", f"trainer.max_epochs={epochs}", "strategy=feature_extraction"]
     with workdir(NAME) as tmp:
         cached = compose_config(tmp / "cached", [*settings, *overrides])
@@ -144,6 +156,9 @@ def run(full: bool = False, train_size: int | None = None, epochs: int = 10, ove
 
     cold, cold_fp32 = runs["cold"][0], runs["cold_fp32"][0]
     warm_s, in_loop_s = median([r["fit_s"] for r in runs["warm"]]), median([r["fit_s"] for r in runs["in_loop"]])
+    rows_in_loop = [["backbone in the loop", in_loop_s, in_loop_s / warm_s, "cache_features=false"]]
+    if not with_in_loop:
+        runs.pop("in_loop")
     bare_s = {p: median(v) for p, v in bare.items()}
     fastest = min(bare_s, key=bare_s.get)
     limit = bare_s[fastest] + cold["head_s"]
@@ -182,6 +197,8 @@ def run(full: bool = False, train_size: int | None = None, epochs: int = 10, ove
         | {f"bare_{p}": [round(b, 3) for b in v] for p, v in bare.items()},
     }
     targets = dict(TARGETS)
+    if not with_in_loop:
+        targets.pop("warm_speedup_vs_in_loop")
     if auto != "bf16":  # auto keeps fp32 here: cold and cold_fp32 are the same run, nothing to beat
         targets.pop("auto_speedup_vs_fp32")
     result["targets"] = {k: target(result[k], *targets[k]) for k in targets}
@@ -203,7 +220,7 @@ def run(full: bool = False, train_size: int | None = None, epochs: int = 10, ove
                 f"extraction {s['cold_fp32_extraction']:.2f}s",
             ],
             ["warm cache (head only)", warm_s, 1.0, "features read from the cache"],
-            ["backbone in the loop", in_loop_s, in_loop_s / warm_s, "cache_features=false"],
+            *(rows_in_loop if with_in_loop else []),
             *[
                 [
                     f"bare forward {p} (limit)" if p == fastest else f"bare forward {p}",
