@@ -29,6 +29,7 @@ def run_summary(cfg: DictConfig, trainer, module, datamodule, fit_metrics: dict)
     metrics.update({k: _scalar(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
     metrics = {k.removesuffix("_epoch"): v for k, v in metrics.items()}
     metrics.update(module.param_counts())
+    metrics.update(module.optimizer_summary())
     for cb in trainer.callbacks:
         if isinstance(cb, RunStats):
             metrics.update(cb.stats)

@@ -17,6 +17,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from transferlab.models.backbone import classifier_name
 from transferlab.strategies import schedules
+from transferlab.strategies.optimizer_preset import OptimizerPreset
 from transferlab.utils import precision
 from transferlab.utils.errors import TransferlabError
 from transferlab.utils.shapes import padded_rows
@@ -63,6 +64,9 @@ class TransferModule(LightningModule):
         self.weight_decay = weight_decay
         self.label_smoothing = label_smoothing
         self.freeze_bn = freeze_bn
+        self._default_optimizer = optimizer is None  # fused kernels are switched on for the default AdamW only
+        self.optimizer_preset = OptimizerPreset()  # set from trainer.optim by build_module
+        self.lr_scale = 1.0  # the factor configure_optimizers applied to every configured LR
         # Validation and test passes only ("32" or "bf16"); training keeps the trainer's precision. On a CPU with
         # native bf16, training in bf16 is slower (benchmarks/speed_options) but inference is faster.
         self.eval_precision = precision.check_choice(eval_precision, key="strategy.eval_precision")
@@ -168,6 +172,12 @@ class TransferModule(LightningModule):
         Callbacks run first, so layers that gradual unfreezing just opened are covered too.
         """
         self.train()
+
+    def optimizer_summary(self) -> dict[str, float | str]:
+        """What metrics.json records about the LR rule (``trainer.optim``) this run trained with."""
+        preset = self.optimizer_preset
+        return {"optim/lr_scaling": preset.lr_scaling, "optim/lr_scale": self.lr_scale,
+                "optim/reference_batch": preset.reference_batch}  # fmt: skip
 
     def param_counts(self) -> dict[str, float]:
         """Trainable and total parameter counts, and the trainable share in percent."""
@@ -292,7 +302,7 @@ class TransferModule(LightningModule):
     # --- optimisation -----------------------------------------------------------------------
     def param_groups(self) -> list[dict]:
         """Optimizer groups over trainable params only, at one LR: timm's weight-decay split (none for biases,
-        norms and other 1-d tensors)."""
+        norms and other 1-d tensors). ``configure_optimizers`` multiplies their LRs by ``lr_scale``."""
         groups = param_groups_weight_decay(self.net, self.weight_decay)
         return [dict(g, lr=self.lr) for g in groups if g["params"]]
 
@@ -301,7 +311,12 @@ class TransferModule(LightningModule):
         groups = self.param_groups()
         if not groups:
             raise TransferlabError("Nothing is trainable. Check strategy.unfreeze / strategy.target_modules.")
-        optimizer = self.optimizer_factory(groups)
+        preset, trainer = self.optimizer_preset, self._trainer
+        if trainer is not None:
+            self.lr_scale = preset.lr_factor(trainer.world_size, trainer.accumulate_grad_batches)
+        groups = [dict(g, lr=g["lr"] * self.lr_scale) for g in groups]
+        fused = preset.fused and self._default_optimizer and self.device.type == "cuda"
+        optimizer = self.optimizer_factory(groups, **({"fused": True} if fused else {}))
         total = int(self._trainer.estimated_stepping_batches) if self._trainer is not None else 1
         scheduler = schedules.by_name(self.scheduler_name)(optimizer, total, warmup_fraction=self.warmup_fraction)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
