@@ -42,6 +42,7 @@ def run_summary(cfg: DictConfig, trainer, module, datamodule, fit_metrics: dict)
         metrics["time/test_feature_extraction_s"] = test_extract
     if getattr(datamodule, "precision", None):
         metrics["extract_precision"] = datamodule.precision  # what the cached features were computed in
+    metrics["time/data_setup_s"] = datamodule.setup_seconds  # loading, decoding and splitting the images
     metrics["checkpoint/size_mb"] = _checkpoint_mb(trainer)
     metrics.update({
         "status": "ok",

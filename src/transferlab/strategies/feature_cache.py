@@ -66,6 +66,11 @@ class FeatureCacheDataModule(LightningDataModule):
         return sum(t for split, t in self.extract_seconds_by_split.items() if split != "test")
 
     @property
+    def setup_seconds(self) -> float:
+        """The wrapped image data's set-up time (loading, decoding, splitting); extraction is counted apart."""
+        return self.images.setup_seconds
+
+    @property
     def num_classes(self) -> int:
         """Number of classes of the wrapped data."""
         return self.images.num_classes
