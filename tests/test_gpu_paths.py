@@ -110,3 +110,37 @@ def test_unknown_lr_rule_is_one_clear_error(tiny_cfg):
 
     with pytest.raises(TransferlabError, match="trainer.optim.lr_scaling='cube' is unknown. Use none, sqrt, linear"):
         train.__wrapped__(tiny_cfg("trainer.optim.lr_scaling=cube"))
+
+
+def test_run_stats_times_cuda_batches_with_events_read_once_per_epoch(monkeypatch):
+    # A fake CUDA: events that record and count how often the host waits on them.
+    from types import SimpleNamespace
+
+    from transferlab.callbacks.run_stats import RunStats
+
+    waits = []
+
+    class FakeEvent:
+        def __init__(self, enable_timing=False):
+            self.t = None
+
+        def record(self):
+            self.t = len(waits) + 0.0
+
+        def synchronize(self):
+            waits.append(self)
+
+        def elapsed_time(self, end):
+            return 5.0  # milliseconds
+
+    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    stats, trainer = RunStats(), SimpleNamespace(world_size=1)
+    stats._cuda, stats._train_time, stats._samples, stats._events = True, 0.0, 0, []
+    batch = (torch.zeros(4, 3), torch.zeros(4))
+    for epoch in range(2):
+        for i in range(10):
+            stats.on_train_batch_start(trainer, None, batch, i)
+            stats.on_train_batch_end(trainer, None, None, batch, i)
+        stats.on_train_epoch_end(trainer, None)
+        assert len(waits) == epoch + 1  # one wait per epoch, none per batch
+    assert stats._train_time == pytest.approx(20 * 0.005) and stats._samples == 80
