@@ -137,7 +137,7 @@ def cifar100(root: Path, download: bool, **_) -> tuple[TensorImages, TensorImage
     return _cifar("CIFAR100", root, download)
 
 
-def _file_images(
+def file_images(
     files: list[str], labels, classes: list[str], size: int, cache: DecodeCache | None, root: Path, on_bad_image: str
 ) -> FileImages | MappedImages:
     """Image files decoded once into ``cache`` (a memory-mapped array), or decoded on demand without one."""
@@ -151,7 +151,7 @@ def _file_images(
 def _folder_images(folder: Path, size: int, on_bad_image: str, cache: DecodeCache | None):
     # With a cache every file is decoded anyway: a file that fails to decode is the bad one, no separate check.
     files, labels, classes = scan_image_folder(folder, on_bad_image, verify=cache is None)
-    return _file_images(files, labels, classes, size, cache, folder, on_bad_image)
+    return file_images(files, labels, classes, size, cache, folder, on_bad_image)
 
 
 def imagefolder(
@@ -210,7 +210,7 @@ def _torchvision_files(
             ) from e
         classes = list(getattr(ds, "classes", [str(i) for i in sorted(set(ds._labels))]))
         files = getattr(ds, "_image_files", None) or ds._images  # torchvision names the list per dataset
-        out.append(_file_images([str(f) for f in files], list(ds._labels), classes, image_size, cache, root, "error"))
+        out.append(file_images([str(f) for f in files], list(ds._labels), classes, image_size, cache, root, "error"))
     return out[0], out[1]
 
 
