@@ -10,8 +10,9 @@ and checkpoints):
 - ``warm``: the same run again: features come from the cache files.
 - ``in_loop``: ``cache_features=false``: the frozen backbone runs on every batch of every epoch.
 - ``bare``: the physical limit of extraction: one frozen forward pass over the same images, already in
-  memory, same batch size and preprocessing, ``torch.inference_mode``, channels_last as configured, in
-  fp32 and (where the device computes bf16 natively) in bf16 autocast; the limit is the faster of the two.
+  memory, same batch size and preprocessing (one untimed batch of each shape first), ``torch.inference_mode``,
+  channels_last as configured, in fp32 and (where the device computes bf16 natively) in bf16 autocast; the
+  limit is the faster of the two.
 
 The runs are fits (train + val splits); a later ``trainer.test`` costs every contender the same one pass
 over the test split and is left out. Ratios: ``warm_speedup_vs_in_loop`` = in_loop / warm (target >= 20),
