@@ -1,6 +1,6 @@
 """``python -m benchmarks [NAME ...] [--full] [--threads N]``: run benchmarks, print tables, write results/latest.json.
 
-Quick mode (the default) uses small subsets so that all five finish in a few minutes on two idle cores;
+Quick mode (the default) uses small subsets so that they all finish in minutes on two idle cores;
 ``--full`` uses more images, steps and rounds, and adds ``model.compile`` to speed_options.
 """
 
