@@ -64,6 +64,7 @@ def test_gpu_trainer_configs_build_bf16_and_ddp_trainers(tmp_path, trainer, monk
 def test_gpu_presets_size_batches_and_scale_lrs_and_cpu_presets_keep_them(tmp_path, trainer, batch, eval_batch, rule):
     cfg = compose_config(tmp_path, [f"trainer={trainer}"])
     assert (cfg.data.batch_size, cfg.data.eval_batch_size, cfg.trainer.optim.lr_scaling) == (batch, eval_batch, rule)
+    assert cfg.data.pin_memory is (rule == "sqrt")  # page-locked batches on the GPU presets only
     assert compose_config(tmp_path, [f"trainer={trainer}", "data.batch_size=32"]).data.batch_size == 32  # CLI wins
 
 
