@@ -3,8 +3,8 @@
 A claim is an exclusive ``flock`` on ``<lock_dir>/gpu-<id>.lock``: the OS drops it when the job's process dies,
 so a job that fails, is killed or crashes never leaves its GPU taken, and two sweeps on one machine share the
 same locks. The GPU is handed to the job as ``CUDA_VISIBLE_DEVICES``, so the job's config (``devices: 1``) is the
-same on whichever GPU it lands, and a re-run sweep still recognises it (sweeps/resume.py). Standard library
-only: the launcher imports this before any job starts.
+same on whichever GPU it lands, and a re-run sweep still recognises it (sweeps/resume.py). torch is imported
+only inside the functions: the launcher imports this module before any job starts.
 """
 
 from __future__ import annotations
@@ -112,50 +112,28 @@ class DeviceClaims:
         """Hold a GPU for the block: CUDA_VISIBLE_DEVICES names it, this process runs on its cores (and, with
         ``threads_unset``, torch uses that many threads); all of it is given back when the block ends or raises."""
         global _pinned
+        import torch  # in the job's process, which imports it anyway; CUDA is not initialised by this
+
         claim = self.claim(only=_pinned)
-        old_env, old_cores = os.environ.get("CUDA_VISIBLE_DEVICES"), os.sched_getaffinity(0)
-        old_threads = _torch_threads()
+        old_env, old_cores, old_threads = (
+            os.environ.get("CUDA_VISIBLE_DEVICES"),
+            os.sched_getaffinity(0),
+            torch.get_num_threads(),
+        )
         try:
             os.environ["CUDA_VISIBLE_DEVICES"] = claim.gpu
-            if _cuda_initialized():
-                _pinned = claim.gpu
             os.sched_setaffinity(0, claim.cores)
             if threads_unset:
-                _set_torch_threads(len(claim.cores))
+                torch.set_num_threads(len(claim.cores))
             log.info("Job on GPU %s with CPU cores %s", claim.gpu, ",".join(map(str, claim.cores)))
             yield claim
         finally:
-            if _cuda_initialized():
-                _pinned = claim.gpu  # this process's CUDA now sees only this GPU
+            if torch.cuda.is_initialized():
+                _pinned = claim.gpu  # this process's CUDA now sees only this GPU, whatever the variable says later
             os.sched_setaffinity(0, old_cores)
-            if old_threads is not None:
-                _set_torch_threads(old_threads)
+            torch.set_num_threads(old_threads)
             if old_env is None:
                 os.environ.pop("CUDA_VISIBLE_DEVICES", None)
             else:
                 os.environ["CUDA_VISIBLE_DEVICES"] = old_env
             self.release(claim)
-
-
-def _cuda_initialized() -> bool:
-    torch = _loaded_torch()
-    return bool(torch is not None and torch.cuda.is_initialized())
-
-
-def _torch_threads() -> int | None:
-    torch = _loaded_torch()
-    return torch.get_num_threads() if torch is not None else None
-
-
-def _set_torch_threads(n: int) -> None:
-    torch = _loaded_torch()
-    if torch is not None:
-        torch.set_num_threads(n)
-    else:  # torch is not imported yet: it reads this when it starts
-        os.environ["OMP_NUM_THREADS"] = str(n)
-
-
-def _loaded_torch():
-    import sys
-
-    return sys.modules.get("torch")
