@@ -72,6 +72,7 @@ def test_feature_cache_can_leave_out_its_slow_contenders():
     json.dumps(result)
 
 
+@pytest.mark.slow  # writes 100 PNGs from the real Fashion-MNIST files
 def test_image_folder_counts_decodes_per_phase_on_tiny_input():
     result = benchmarks.load("image_folder").run(images=100, epochs=1, rounds=1)
     assert result["decodes"]["first"]["setup"] == 100 and result["decodes"]["second"]["setup"] == 0
