@@ -94,6 +94,7 @@ class TransferModule(LightningModule):
         # The latest non-finite training loss, kept on the device: the host reads it every log_every_n_steps steps
         # (and at each epoch's last step, before any checkpoint), not at every step.
         self._bad_loss: torch.Tensor | None = None
+        self._epoch_predictions: dict[str, list] = {"train": [], "val": [], "test": []}  # (pred, target) per batch
         self._eval_rows = 0  # the largest batch of this validation/test pass: shorter ones are padded up to it
         if zero_init_head:
             self._zero_init_head()
@@ -210,7 +211,7 @@ class TransferModule(LightningModule):
         x, y = batch
         logits = self(x) if stage == "train" else self._eval_logits(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing if stage == "train" else 0.0)
-        metrics.update(logits.detach(), y)
+        self._epoch_predictions[stage].append((logits.detach().argmax(-1), y))
         # The step loss stays off the progress bar: Lightning turns progress-bar values into numbers at every
         # batch, a host sync per step. The loggers still get it every log_every_n_steps steps.
         self.log(
@@ -246,6 +247,12 @@ class TransferModule(LightningModule):
             )
 
     def _log_epoch_metrics(self, metrics: MetricCollection, stage: str) -> None:
+        # One metric update per epoch over the epoch's predicted classes (the same sums as one per batch): the
+        # macro F1's confusion matrix uses torch.bincount, which on CUDA reads its input's maximum on the host.
+        predictions = self._epoch_predictions[stage]
+        if predictions:
+            metrics.update(*(torch.cat(parts) for parts in zip(*predictions, strict=True)))
+        self._epoch_predictions[stage] = []
         # Logged once per epoch, not as metric objects at every step: Lightning moves each logged metric's
         # state to the device on every self.log call, a few ms per step that dominated head-only training on
         # cached features (benchmarks/feature_cache). compute() syncs across processes itself.
