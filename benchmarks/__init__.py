@@ -10,7 +10,15 @@ from __future__ import annotations
 
 import importlib
 
-NAMES = ("feature_cache", "framework_overhead", "data_pipeline", "strategy_costs", "speed_options")
+NAMES = (
+    "feature_cache",
+    "framework_overhead",
+    "data_pipeline",
+    "strategy_costs",
+    "speed_options",
+    "host_syncs",
+    "image_folder",
+)
 
 
 def load(name: str):

@@ -1,6 +1,6 @@
 """``python -m benchmarks [NAME ...] [--full] [--threads N]``: run benchmarks, print tables, write results/latest.json.
 
-Quick mode (the default) uses small subsets so that all five finish in a few minutes on two idle cores;
+Quick mode (the default) uses small subsets so that they all finish in minutes on two idle cores;
 ``--full`` uses more images, steps and rounds, and adds ``model.compile`` to speed_options.
 """
 
@@ -35,11 +35,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full", action="store_true", help="bigger subsets, more rounds, compile included")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's own)")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"results file (default: {RESULTS})")
+    parser.add_argument("--skip", nargs="+", default=(), metavar="CONTENDER",
+                        help="feature_cache only: contenders to leave out (in_loop, cold_fp32)")  # fmt: skip
     args = parser.parse_args(argv)
     names = args.names or list(NAMES)
     unknown = [n for n in names if n not in NAMES]
     if unknown:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(NAMES)}")
+    if args.skip and names != ["feature_cache"]:
+        parser.error("--skip applies to feature_cache alone: run it as `python -m benchmarks feature_cache --skip ...`")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -53,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         console.rule(name)
         t0 = time.perf_counter()
-        section = load(name).run(full=args.full)
+        section = load(name).run(full=args.full, **({"skip": tuple(args.skip)} if args.skip else {}))
         section["meta"] = {
             "mode": mode,
             "wall_s": round(time.perf_counter() - t0, 1),

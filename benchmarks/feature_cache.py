@@ -10,13 +10,14 @@ and checkpoints):
 - ``warm``: the same run again: features come from the cache files.
 - ``in_loop``: ``cache_features=false``: the frozen backbone runs on every batch of every epoch.
 - ``bare``: the physical limit of extraction: one frozen forward pass over the same images, already in
-  memory, same batch size and preprocessing, ``torch.inference_mode``, channels_last as configured, in
-  fp32 and (where the device computes bf16 natively) in bf16 autocast; the limit is the faster of the two.
+  memory, same batch size and preprocessing (one untimed batch of each shape first), ``torch.inference_mode``,
+  channels_last as configured, in fp32 and (where the device computes bf16 natively) in bf16 autocast; the
+  limit is the faster of the two.
 
 The runs are fits (train + val splits); a later ``trainer.test`` costs every contender the same one pass
 over the test split and is left out. Ratios: ``warm_speedup_vs_in_loop`` = in_loop / warm (target >= 20),
 ``cold_vs_forward_limit`` = cold / (fastest bare + head training), head training being the cold fit minus
-its extraction time (target <= 1.25), and ``auto_speedup_vs_fp32`` = cold_fp32 / cold (target >= 1.5 where
+its extraction time (target <= 1.15), and ``auto_speedup_vs_fp32`` = cold_fp32 / cold (target >= 1.5 where
 ``auto`` picks bf16; where it keeps fp32 the two runs are the same and there is no target).
 """
 
@@ -45,7 +46,7 @@ from transferlab.callbacks import RunStats
 from transferlab.utils import precision
 
 NAME = "feature_cache"
-TARGETS = {"warm_speedup_vs_in_loop": (">=", 20.0), "cold_vs_forward_limit": ("<=", 1.25),
+TARGETS = {"warm_speedup_vs_in_loop": (">=", 20.0), "cold_vs_forward_limit": ("<=", 1.15),
            "auto_speedup_vs_fp32": (">=", 1.5)}  # fmt: skip
 
 
@@ -94,27 +95,36 @@ def _bare_forward(
         images, _ = dataset.__getitems__(list(range(len(dataset))))
         chunks += list(images.split(batch))
     chunks = [c.to(device) for c in (chunks[:limit_batches] if limit_batches else chunks)]  # already on the device
-    sync()
-    start = time.perf_counter()
+
+    def forward(images: torch.Tensor) -> None:
+        x = datamodule.preprocess(images, augment=False)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        net.forward_head(net.forward_features(x), pre_logits=True)
+
     with torch.inference_mode(), precision.autocast(pass_precision, device):
+        for images in {len(c): c for c in chunks}.values():  # one untimed batch per shape: kernels picked
+            forward(images)
+        sync()
+        start = time.perf_counter()
         for images in chunks:
-            x = datamodule.preprocess(images, augment=False)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            net.forward_head(net.forward_features(x), pre_logits=True)
-    sync()
+            forward(images)
+        sync()
     return time.perf_counter() - start, sum(len(c) for c in chunks)
 
 
-def run(full: bool = False, train_size: int | None = None, epochs: int = 10, overrides=()) -> dict:
+def run(full: bool = False, train_size: int | None = None, epochs: int = 10, overrides=(), skip=()) -> dict:
     """Run the contenders interleaved; print a table; return the JSON section.
 
     The issue's CPU budget is ``run(train_size=6000, epochs=3, overrides=["data.image_size=64"])``.
+    ``skip=("in_loop", "cold_fp32")`` leaves out the slow contenders (and their ratios) when only
+    ``cold_vs_forward_limit`` is in question (on a busy 2-core machine, ``--full`` otherwise takes most of an hour).
     """
     quiet()
     train_size = train_size or (10_000 if full else 1_000)
     schedule = ["cold", "cold_fp32", "in_loop", "bare", "warm", "in_loop", "bare", "warm"] if full else [
         "cold", "cold_fp32", "in_loop", "bare", "warm", "bare", "warm"]  # fmt: skip
+    schedule = [name for name in schedule if name not in skip]
     settings = [f"data.train_size={train_size}", f"trainer.max_epochs={epochs}", "strategy=feature_extraction"]
     with workdir(NAME) as tmp:
         cached = compose_config(tmp / "cached", [*settings, *overrides])
@@ -142,8 +152,10 @@ def run(full: bool = False, train_size: int | None = None, epochs: int = 10, ove
             runs[name].append(result)
             console.print(f" {result['fit_s']:.2f}s")
 
-    cold, cold_fp32 = runs["cold"][0], runs["cold_fp32"][0]
+    skipped = {"fit_s": float("nan"), "extract_s": float("nan"), "extracted_images": 0}
+    cold, cold_fp32 = runs["cold"][0], (runs["cold_fp32"] or [skipped])[0]
     warm_s, in_loop_s = median([r["fit_s"] for r in runs["warm"]]), median([r["fit_s"] for r in runs["in_loop"]])
+    runs = {k: v for k, v in runs.items() if v}
     bare_s = {p: median(v) for p, v in bare.items()}
     fastest = min(bare_s, key=bare_s.get)
     limit = bare_s[fastest] + cold["head_s"]
@@ -181,38 +193,43 @@ def run(full: bool = False, train_size: int | None = None, epochs: int = 10, ove
         "runs": {k: [round(r["fit_s"], 3) for r in v] for k, v in runs.items()}
         | {f"bare_{p}": [round(b, 3) for b in v] for p, v in bare.items()},
     }
-    targets = dict(TARGETS)
+    needs = {"warm_speedup_vs_in_loop": "in_loop", "auto_speedup_vs_fp32": "cold_fp32"}  # the contender a ratio reads
+    targets = {k: v for k, v in TARGETS.items() if needs.get(k) not in skip}
     if auto != "bf16":  # auto keeps fp32 here: cold and cold_fp32 are the same run, nothing to beat
-        targets.pop("auto_speedup_vs_fp32")
+        targets.pop("auto_speedup_vs_fp32", None)
     result["targets"] = {k: target(result[k], *targets[k]) for k in targets}
     s = result["seconds"]
     table(
         f"feature_cache: feature extraction, {cold['train_images']} train + {cold['val_images']} val images, {epochs} epochs",
         ["contender", "seconds", "vs warm", "notes"],
         [
-            [
-                f"cold cache (extract + head), auto = {auto}",
-                s["cold_fit"],
-                s["cold_fit"] / warm_s,
-                f"extraction {s['cold_extraction']:.2f}s over {cold['extracted_images']} images",
-            ],
-            [
-                "cold cache, extract_precision=32",
-                s["cold_fp32_fit"],
-                s["cold_fp32_fit"] / warm_s,
-                f"extraction {s['cold_fp32_extraction']:.2f}s",
-            ],
-            ["warm cache (head only)", warm_s, 1.0, "features read from the cache"],
-            ["backbone in the loop", in_loop_s, in_loop_s / warm_s, "cache_features=false"],
-            *[
+            row
+            for row in [
                 [
-                    f"bare forward {p} (limit)" if p == fastest else f"bare forward {p}",
-                    v,
-                    v / warm_s,
-                    f"{n_bare} images in memory, inference_mode",
-                ]
-                for p, v in bare_s.items()
-            ],  # fmt: skip
+                    f"cold cache (extract + head), auto = {auto}",
+                    s["cold_fit"],
+                    s["cold_fit"] / warm_s,
+                    f"extraction {s['cold_extraction']:.2f}s over {cold['extracted_images']} images",
+                ],
+                [
+                    "cold cache, extract_precision=32",
+                    s["cold_fp32_fit"],
+                    s["cold_fp32_fit"] / warm_s,
+                    f"extraction {s['cold_fp32_extraction']:.2f}s",
+                ],
+                ["warm cache (head only)", warm_s, 1.0, "features read from the cache"],
+                ["backbone in the loop", in_loop_s, in_loop_s / warm_s, "cache_features=false"],
+                *[
+                    [
+                        f"bare forward {p} (limit)" if p == fastest else f"bare forward {p}",
+                        v,
+                        v / warm_s,
+                        f"{n_bare} images in memory, inference_mode",
+                    ]
+                    for p, v in bare_s.items()
+                ],  # fmt: skip
+            ]
+            if row[1] == row[1]  # skipped contenders (NaN seconds) leave no row
         ],
     )
     _print_targets(result)

@@ -62,3 +62,20 @@ def test_feature_cache_compares_auto_with_fp32_and_takes_the_fastest_bare_pass(m
     assert seconds["forward_limit"] == pytest.approx(fastest + seconds["cold_head_training"])
     assert set(result["targets"]) == {"warm_speedup_vs_in_loop", "cold_vs_forward_limit", "auto_speedup_vs_fp32"}
     json.dumps(result)
+
+
+def test_feature_cache_can_leave_out_its_slow_contenders():
+    result = benchmarks.load("feature_cache").run(
+        train_size=300, epochs=1, overrides=[*TINY_BENCH, "data.val_size=50"], skip=("in_loop", "cold_fp32")
+    )
+    assert set(result["targets"]) == {"cold_vs_forward_limit"} and "in_loop" not in result["runs"]
+    json.dumps(result)
+
+
+@pytest.mark.slow  # writes 100 PNGs from the real Fashion-MNIST files
+def test_image_folder_counts_decodes_per_phase_on_tiny_input():
+    result = benchmarks.load("image_folder").run(images=100, epochs=1, rounds=1)
+    assert result["decodes"]["first"]["setup"] == 100 and result["decodes"]["second"]["setup"] == 0
+    assert result["decodes_after_first_epoch"] == 0 and result["decodes"]["on_demand"]["per_epoch"][0] > 0
+    assert set(result["targets"]) == {"setup_speedup", "decodes_after_first_epoch"}
+    json.dumps(result)

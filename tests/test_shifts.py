@@ -76,11 +76,15 @@ def test_bad_shift_spec_is_one_line(spec, match):
     assert "\n" not in str(info.value)
 
 
-def test_shift_on_images_it_cannot_take_is_one_line(image_folder):
+def test_shift_on_images_it_cannot_take_is_one_line(image_folder, tmp_path):
     dm = ImageDataModule("imagefolder", root=str(image_folder), image_size=16, test_shifts=["contrast"])
-    with pytest.raises(TransferlabError, match="needs a test split held in memory") as info:
+    with pytest.raises(TransferlabError, match="needs the test images in memory as uint8") as info:
         dm.setup()
     assert "\n" not in str(info.value)
+    decoded = ImageDataModule("imagefolder", root=str(image_folder), image_size=16, test_shifts=["contrast"],
+                              decode_cache_dir=str(tmp_path / "decoded"))  # fmt: skip
+    decoded.use_test_shift(decoded.test_shifts[0])  # decoded once into memory: shifts work
+    assert not torch.equal(decoded.test_set.images, decoded._clean_test.images)
     tiny = torch.zeros(2, 1, 3, 3, dtype=torch.uint8)
     with pytest.raises(TransferlabError, match="gaussian_blur@5 needs images larger than 4 px"):
         Shift("gaussian_blur", 5).apply(tiny, 0)

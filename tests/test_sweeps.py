@@ -63,23 +63,21 @@ def test_optuna_study_continues_after_failed_trials(tmp_path):
 
 
 def test_slurm_launcher_config_makes_a_valid_sbatch_script(tmp_path, monkeypatch):
-    # The launcher as Hydra instantiates it, its parameters handed to submitit the way the plugin's launch()
+    # The launcher as Hydra instantiates it, its parameters handed to submitit the way our launcher's launch()
     # does (submitit rejects unknown keys), and the sbatch script submitit would submit.
     import hydra
     import submitit
-    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
-    from omegaconf import OmegaConf
+
+    from transferlab.sweeps.slurm_jobs import job_parameters
 
     cfg = compose_config(tmp_path, ["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "trainer=gpu"])
     launcher = hydra.utils.instantiate(cfg.hydra.launcher)
     monkeypatch.setattr(submitit.SlurmExecutor, "affinity", classmethod(lambda cls: 1))  # no srun on this machine
     executor = submitit.AutoExecutor(folder=tmp_path / "submitit", cluster="slurm")
-    generic = set(OmegaConf.structured(BaseQueueConf).keys())
-    params = {k if k in generic else f"slurm_{k}": v for k, v in launcher.params.items() if k != "submitit_folder"}
-    params.pop("slurm_max_num_timeout")  # an executor init argument, not a job parameter
-    executor.update_parameters(**params)
+    executor.update_parameters(**job_parameters(launcher.params))
     script = executor._executor._make_submission_file_text("python -m transferlab.train", "0")
-    for line in ["--partition=gpu", "--gpus-per-node=1", "--cpus-per-task=8", "--mem=32GB", "--time=240", "--nodes=1"]:
+    lines = ["--partition=gpu", "--gpus-per-node=1", "--cpus-per-task=8", "--mem=32GB", "--time=240", "--nodes=1"]
+    for line in [*lines, "--signal=USR2@120"]:  # USR2: the job asks SLURM to requeue it (slurm_jobs.py)
         assert f"#SBATCH {line}\n" in script, line
 
 

@@ -15,7 +15,7 @@ from transferlab.train import train
 KEYS = [
     "train/loss", "val/loss", "val/acc", "test/acc", "test/f1_macro", "params/trainable", "params/total",
     "params/trainable_pct", "time/fit_s", "throughput/train_samples_per_s", "memory/peak_mb", "memory/fit_increase_mb",
-    "checkpoint/size_mb", "time/run_s",
+    "checkpoint/size_mb", "time/run_s", "time/data_setup_s", "optim/lr_scale",
 ]  # fmt: skip
 
 

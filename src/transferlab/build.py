@@ -18,8 +18,10 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationResolutionError
 
+from transferlab.lightning.slurm import slurm_plugins
 from transferlab.models.backbone import build_network, check_image_size, model_input_config, takes_img_size
 from transferlab.strategies.base import TransferModule
+from transferlab.strategies.optimizer_preset import OptimizerPreset
 from transferlab.utils.errors import TransferlabError
 from transferlab.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from transferlab.utils.overrides import closest_key
@@ -112,6 +114,9 @@ def build_module(cfg: DictConfig, num_classes: int) -> TransferModule:
         strategy_cfg.pop("search", None)  # protocol=tuned's search space: read by the sweeper, not the strategy
     module = _instantiate(strategy_cfg, net=net, num_classes=num_classes, _convert_="all")
     module.run_config = OmegaConf.to_container(cfg, resolve=True)  # stored in checkpoints: eval/export rebuild from it
+    module.optimizer_preset = OptimizerPreset.from_config(
+        module.run_config["trainer"].get("optim"), cfg.data.batch_size
+    )
     if not module.base_reproducible and module.needs_pretrained_backbone:  # fine-tuning may start from random
         log.warning(
             "model.weights=none: the backbone is random, so strategy=%s learns on random features. Use "
@@ -144,6 +149,7 @@ def trainer_config(cfg: DictConfig) -> DictConfig:
         raise TransferlabError(f"trainer.min_epochs={min_epochs} must be 0 or more. Try trainer.min_epochs=1.")
     with open_dict(trainer):
         trainer.pop("threads", None)  # ours, applied in build_run: not a Lightning Trainer argument
+        trainer.pop("optim", None)  # ours, read by build_module
     return trainer
 
 
@@ -155,7 +161,8 @@ def build_trainer(cfg: DictConfig, with_loggers: bool = True, checked: DictConfi
     if not loggers:  # Lightning refuses an LR monitor with nothing to log to
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer_cfg = checked if checked is not None else trainer_config(cfg)
-    return hydra.utils.instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
+    plugins = [*hydra.utils.instantiate(trainer_cfg.get("plugins") or []), *slurm_plugins()]
+    return hydra.utils.instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False, plugins=plugins)
 
 
 @dataclass

@@ -9,6 +9,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from transferlab.callbacks.run_stats import RunStats
+from transferlab.utils.slurm import slurm_job_metrics
 
 
 def _scalar(v):
@@ -46,6 +47,7 @@ def run_summary(cfg: DictConfig, trainer, module, datamodule, fit_metrics: dict)
     metrics.update({k: _scalar(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
     metrics = {k.removesuffix("_epoch"): v for k, v in metrics.items()}
     metrics.update(module.param_counts())
+    metrics.update(module.optimizer_summary())
     for cb in trainer.callbacks:
         if isinstance(cb, RunStats):
             metrics.update(cb.stats)
@@ -58,7 +60,9 @@ def run_summary(cfg: DictConfig, trainer, module, datamodule, fit_metrics: dict)
         metrics["time/test_feature_extraction_s"] = test_extract
     if getattr(datamodule, "precision", None):
         metrics["extract_precision"] = datamodule.precision  # what the cached features were computed in
+    metrics["time/data_setup_s"] = datamodule.setup_seconds  # loading, decoding and splitting the images
     metrics["checkpoint/size_mb"] = _checkpoint_mb(trainer)
+    metrics.update(slurm_job_metrics())  # the job id and how often SLURM requeued it (resumed runs count them)
     metrics.update({
         "status": "ok",
         "strategy": cfg.strategy.get("name"),

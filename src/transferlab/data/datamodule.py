@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Subset
 
 from transferlab.data.datasets import TensorImages, collate_pairs
+from transferlab.data.decoded_cache import DecodeCache
 from transferlab.data.samplers import EpochShuffleSampler, process_shard
 from transferlab.data.seeds import augment_seed
 from transferlab.data.shifts import Shift, parse_shifts
@@ -33,7 +35,8 @@ class ImageDataModule(LightningDataModule):
 
     The model's data config supplies ``image_size``, ``mean`` and ``std``; ``image_size`` set
     here overrides the size. Batches leave the loader as uint8 and are resized, augmented
-    (train only) and normalised as whole batches in ``on_after_batch_transfer``.
+    (train only) and normalised as whole batches in ``on_after_batch_transfer``. Image-file sources are
+    decoded once into ``decode_cache_dir`` (``None``: decoded in every epoch).
     """
 
     def __init__(
@@ -54,6 +57,7 @@ class ImageDataModule(LightningDataModule):
         min_crop_scale: float = 0.8,
         hflip: bool = True,
         on_bad_image: str = "error",
+        decode_cache_dir: str | None = None,
         seed: int = 0,
         mean: tuple[float, ...] = (0.5, 0.5, 0.5),
         std: tuple[float, ...] = (0.5, 0.5, 0.5),
@@ -82,6 +86,8 @@ class ImageDataModule(LightningDataModule):
         self.augment = augment
         self.train_set = self.val_set = self.test_set = None
         self.classes: list[str] = []
+        self.setup_seconds = 0.0  # loading, decoding and splitting the data (metrics.json: time/data_setup_s)
+        self._loader_workers = self.num_workers
         self.test_shifts: list[Shift] = parse_shifts(test_shifts)  # a bad name or severity fails here, before training
         self.test_shift: Shift | None = None  # the shift test_dataloader serves now; None = the clean test split
         self._clean_test = None
@@ -91,10 +97,15 @@ class ImageDataModule(LightningDataModule):
         """Load the source once and cut the seeded, stratified train/val subsets."""
         if self.train_set is not None:
             return
+        started = time.perf_counter()
         hp = self.hparams
+        workers = self.num_workers if self.num_workers >= 0 else min(8, os.cpu_count() or 1)
+        cache = DecodeCache(hp.decode_cache_dir, workers) if hp.decode_cache_dir else None
         train, test = SOURCES[self.name](
-            root=self.root, download=hp.download, image_size=hp.image_size, on_bad_image=hp.on_bad_image, seed=hp.seed
-        )
+            root=self.root, download=hp.download, image_size=hp.image_size, on_bad_image=hp.on_bad_image, seed=hp.seed,
+            decode_cache=cache,
+        )  # fmt: skip
+        self._loader_workers = self.num_workers if train.decodes_on_demand else 0  # in memory: workers only cost
         self.classes = list(train.classes)
         if hp.num_classes is not None and hp.num_classes != len(self.classes):
             raise TransferlabError(
@@ -108,14 +119,15 @@ class ImageDataModule(LightningDataModule):
         self.train_set, self.val_set = Subset(train, train_idx.tolist()), Subset(train, val_idx.tolist())
         if self.test_shifts and not isinstance(test, TensorImages):
             raise TransferlabError(
-                f"data.test_shifts needs a test split held in memory as uint8 images; {self.name} decodes image files "
-                "on demand. Use an in-memory dataset (digits, fashion_mnist, cifar10, cifar100) or data.test_shifts=null."
+                f"data.test_shifts needs the test images in memory as uint8; {self.name} decodes its files in every "
+                "epoch (data.decode_cache_dir=null). Set data.decode_cache_dir (decode once) or data.test_shifts=[]."
             )
         self.test_set = self._clean_test = test
+        self.setup_seconds = time.perf_counter() - started
         log.info(
-            "Data %s: %d train%s / %d val / %d test images, %d classes", self.name, len(self.train_set),
+            "Data %s: %d train%s / %d val / %d test images, %d classes (%.1fs)", self.name, len(self.train_set),
             " (val included)" if hp.fit_on == "train+val" else "", len(self.val_set), len(self.test_set),
-            self.num_classes,
+            self.num_classes, self.setup_seconds,
         )  # fmt: skip
 
     @property
@@ -149,7 +161,7 @@ class ImageDataModule(LightningDataModule):
 
     # --- loaders ----------------------------------------------------------------------------
     def _loader(self, dataset, shuffle: bool, batch_size: int, drop_last: bool = False) -> DataLoader:
-        workers = self.num_workers if self.num_workers >= 0 else min(8, os.cpu_count() or 1)
+        workers = self._loader_workers if self._loader_workers >= 0 else min(8, os.cpu_count() or 1)
         sampler = (
             EpochShuffleSampler(len(dataset), self.hparams.seed, *process_shard(self.trainer)) if shuffle else None
         )

@@ -15,6 +15,8 @@ from torch.utils.data import Dataset
 class TensorPairs(Dataset):
     """Inputs and labels held in memory as two tensors, served a whole batch at a time."""
 
+    decodes_on_demand = False  # loader workers would only add overhead
+
     def __init__(self, inputs: torch.Tensor, labels: torch.Tensor):
         self.inputs, self.labels = inputs, labels.long()
 
@@ -51,8 +53,32 @@ class TensorImages(TensorPairs):
         return self.inputs
 
 
+class MappedImages(TensorImages):
+    """Rows of a shared uint8 image array (a memory-mapped decode cache), with their labels: subsets copy nothing."""
+
+    def __init__(
+        self, images: torch.Tensor, labels: torch.Tensor, classes: Sequence[str], rows: torch.Tensor | None = None
+    ):
+        super().__init__(images, labels, classes)
+        self.rows = rows if rows is not None else torch.arange(len(labels))
+
+    def subset(self, indices: Sequence[int]) -> MappedImages:
+        """The samples at ``indices``, over the same array."""
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return MappedImages(self.inputs, self.labels[idx], self.classes, self.rows[idx])
+
+    def __getitem__(self, i: int):
+        return self.inputs[self.rows[i]], self.labels[i]
+
+    def __getitems__(self, indices: list[int]):
+        idx = torch.as_tensor(indices)
+        return self.inputs[self.rows[idx]], self.labels[idx]
+
+
 class FileImages(Dataset):
     """Image files decoded one by one (in loader workers) and resized to a fixed square size."""
+
+    decodes_on_demand = True
 
     def __init__(self, files: Sequence[str], labels: Sequence[int], classes: Sequence[str], decode: Callable):
         self.files = list(files)
@@ -67,6 +93,10 @@ class FileImages(Dataset):
 
     def __len__(self) -> int:
         return len(self.files)
+
+    def subset(self, indices: Sequence[int]) -> FileImages:
+        """The files at ``indices``."""
+        return FileImages([self.files[i] for i in indices], self.labels[list(indices)], self.classes, self.decode)
 
     def __getitem__(self, i: int):
         return self.decode(self.files[i]), self.labels[i]

@@ -27,10 +27,14 @@ def _is_readable_image(path: Path) -> bool:
         return False
 
 
-def scan_image_folder(root: Path, on_bad_image: str = "error") -> tuple[list[str], list[int], list[str]]:
+def scan_image_folder(
+    root: Path, on_bad_image: str = "error", verify: bool = True
+) -> tuple[list[str], list[int], list[str]]:
     """List (files, labels, classes) of a class-subfolder tree, checking each file is a readable image.
 
     ``on_bad_image='skip'`` drops unreadable files with one warning naming them; ``'error'`` stops.
+    ``verify=False`` checks only the file extension: for callers that decode every file anyway and pass the
+    failures to :func:`drop_bad_files` (the decode cache).
     """
     if on_bad_image not in ("skip", "error"):
         raise TransferlabError(f"data.on_bad_image={on_bad_image!r} is not valid. Use 'skip' or 'error'.")
@@ -51,11 +55,22 @@ def scan_image_folder(root: Path, on_bad_image: str = "error") -> tuple[list[str
     files, labels, bad = [], [], []
     for cls in classes:
         for path in sorted(p for p in (root / cls).rglob("*") if p.is_file()):
-            if path.suffix.lower() in IMG_EXTENSIONS and _is_readable_image(path):
+            if path.suffix.lower() in IMG_EXTENSIONS and (not verify or _is_readable_image(path)):
                 files.append(str(path))
                 labels.append(class_to_idx[cls])
             else:
                 bad.append(str(path))
+    return drop_bad_files(files, labels, classes, bad, root, on_bad_image)
+
+
+def drop_bad_files(
+    files: list[str], labels: list[int], classes: list[str], bad: list[str], root: Path, on_bad_image: str
+) -> tuple[list[str], list[int], list[str]]:
+    """``files`` and ``labels`` without the ``bad`` files (which stop the run with ``on_bad_image='error'``),
+    checked for a class left without images."""
+    bad_set = set(bad)
+    kept = [(f, y) for f, y in zip(files, labels, strict=True) if f not in bad_set]
+    files, labels = [f for f, _ in kept], [y for _, y in kept]
     if bad and on_bad_image == "error":
         shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
         raise TransferlabError(
@@ -68,7 +83,7 @@ def scan_image_folder(root: Path, on_bad_image: str = "error") -> tuple[list[str
             f"Image folder {root} holds no readable images. Add .jpg/.png files under root/<class>/."
         )
     present = set(labels)
-    empty = [c for c in classes if class_to_idx[c] not in present]
+    empty = [c for i, c in enumerate(classes) if i not in present]
     if empty:
         raise TransferlabError(
             f"Class folder(s) {empty} in {root} hold no readable images. Add images or remove the folders."

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
-from transferlab.data.datasets import FileImages, TensorImages
-from transferlab.data.image_files import make_decoder, scan_image_folder
+from transferlab.data.datasets import FileImages, MappedImages, TensorImages
+from transferlab.data.decoded_cache import DecodeCache
+from transferlab.data.image_files import drop_bad_files, make_decoder, scan_image_folder
 from transferlab.utils.errors import TransferlabError
 
 log = logging.getLogger(__name__)
@@ -136,48 +137,69 @@ def cifar100(root: Path, download: bool, **_) -> tuple[TensorImages, TensorImage
     return _cifar("CIFAR100", root, download)
 
 
+def file_images(
+    files: list[str], labels, classes: list[str], size: int, cache: DecodeCache | None, root: Path, on_bad_image: str
+) -> FileImages | MappedImages:
+    """Image files decoded once into ``cache`` (a memory-mapped array), or decoded on demand without one."""
+    if cache is None:
+        return FileImages(files, labels, classes, make_decoder(size))
+    images, failed = cache.images(files, size)
+    kept, kept_labels, _ = drop_bad_files(files, list(labels), classes, [files[i] for i in failed], root, on_bad_image)
+    return MappedImages(images, torch.as_tensor(kept_labels), classes)
+
+
+def _folder_images(folder: Path, size: int, on_bad_image: str, cache: DecodeCache | None):
+    # With a cache every file is decoded anyway: a file that fails to decode is the bad one, no separate check.
+    files, labels, classes = scan_image_folder(folder, on_bad_image, verify=cache is None)
+    return file_images(files, labels, classes, size, cache, folder, on_bad_image)
+
+
 def imagefolder(
-    root: Path, image_size: int, on_bad_image: str = "error", seed: int = 0, test_fraction: float = 0.2, **_
-) -> tuple[FileImages, FileImages]:
-    """Class subfolders. ``root/train`` and ``root/test`` (or ``root/val``) when present; a flat root holds out 20%."""
-    decode = make_decoder(image_size)
+    root: Path,
+    image_size: int,
+    on_bad_image: str = "error",
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    decode_cache: DecodeCache | None = None,
+    **_,
+) -> tuple[FileImages | MappedImages, FileImages | MappedImages]:
+    """Class subfolders. ``root/train`` and ``root/test`` (or ``root/val``) when present; a flat root holds out 20%.
+
+    With ``decode_cache`` the files are decoded once into it; otherwise they are decoded in every epoch.
+    """
     if (root / "train").is_dir():
         test_dir = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
         if test_dir is None:
             raise TransferlabError(
                 f"{root}/train exists but {root}/test does not. Add a test/ folder with the same class folders."
             )
-        train_files, train_labels, classes = scan_image_folder(root / "train", on_bad_image)
-        test_files, test_labels, test_classes = scan_image_folder(test_dir, on_bad_image)
-        if test_classes != classes:
+        train = _folder_images(root / "train", image_size, on_bad_image, decode_cache)
+        test = _folder_images(test_dir, image_size, on_bad_image, decode_cache)
+        if test.classes != train.classes:
             raise TransferlabError(
-                f"{test_dir} has classes {test_classes} but {root}/train has {classes}. Use the same class folders in both."
+                f"{test_dir} has classes {test.classes} but {root}/train has {train.classes}. Use the same class folders in both."
             )
-        return FileImages(train_files, train_labels, classes, decode), FileImages(
-            test_files, test_labels, classes, decode
-        )
-    files, labels, classes = scan_image_folder(root, on_bad_image)
+        return train, test
+    everything = _folder_images(root, image_size, on_bad_image, decode_cache)
+    labels = everything.targets.numpy()
     counts = np.bincount(labels)
     if counts.min() < 2:
         raise TransferlabError(
-            f"Class '{classes[int(counts.argmin())]}' in {root} has one image; a held-out test split needs at least 2 per class."
+            f"Class '{everything.classes[int(counts.argmin())]}' in {root} has one image; a held-out test split needs at least 2 per class."
         )
     train_idx, test_idx = train_test_split(
-        np.arange(len(files)), test_size=test_fraction, stratify=labels, random_state=seed
+        np.arange(len(labels)), test_size=test_fraction, stratify=labels, random_state=seed
     )
-    pick = lambda idx, seq: [seq[i] for i in idx]  # noqa: E731
-    return (
-        FileImages(pick(train_idx, files), pick(train_idx, labels), classes, decode),
-        FileImages(pick(test_idx, files), pick(test_idx, labels), classes, decode),
-    )
+    return everything.subset(train_idx.tolist()), everything.subset(test_idx.tolist())
 
 
-def _torchvision_files(cls_name: str, splits: tuple[str, str], root: Path, download: bool, image_size: int):
+def _torchvision_files(
+    cls_name: str, splits: tuple[str, str], root: Path, download: bool, image_size: int, cache: DecodeCache | None
+):
     """Torchvision datasets that keep image file lists (Flowers102, OxfordIIITPet)."""
     import torchvision
 
     cls = getattr(torchvision.datasets, cls_name)
-    decode = make_decoder(image_size)
     out = []
     for split in splits:
         try:
@@ -188,18 +210,18 @@ def _torchvision_files(cls_name: str, splits: tuple[str, str], root: Path, downl
             ) from e
         classes = list(getattr(ds, "classes", [str(i) for i in sorted(set(ds._labels))]))
         files = getattr(ds, "_image_files", None) or ds._images  # torchvision names the list per dataset
-        out.append(FileImages([str(f) for f in files], ds._labels, classes, decode))
+        out.append(file_images([str(f) for f in files], list(ds._labels), classes, image_size, cache, root, "error"))
     return out[0], out[1]
 
 
-def flowers102(root: Path, download: bool, image_size: int, **_):
+def flowers102(root: Path, download: bool, image_size: int, decode_cache: DecodeCache | None = None, **_):
     """Oxford Flowers-102 through torchvision; train = its train split (val stays unused), test = its test split."""
-    return _torchvision_files("Flowers102", ("train", "test"), root, download, image_size)
+    return _torchvision_files("Flowers102", ("train", "test"), root, download, image_size, decode_cache)
 
 
-def pets(root: Path, download: bool, image_size: int, **_):
+def pets(root: Path, download: bool, image_size: int, decode_cache: DecodeCache | None = None, **_):
     """Oxford-IIIT Pet through torchvision: trainval and test splits."""
-    return _torchvision_files("OxfordIIITPet", ("trainval", "test"), root, download, image_size)
+    return _torchvision_files("OxfordIIITPet", ("trainval", "test"), root, download, image_size, decode_cache)
 
 
 SOURCES: dict[str, Callable] = {

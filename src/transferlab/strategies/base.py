@@ -17,8 +17,10 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from transferlab.models.backbone import classifier_name
 from transferlab.strategies import schedules
+from transferlab.strategies.optimizer_preset import OptimizerPreset
 from transferlab.utils import precision
 from transferlab.utils.errors import TransferlabError
+from transferlab.utils.shapes import padded_rows
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,9 @@ class TransferModule(LightningModule):
         self.weight_decay = weight_decay
         self.label_smoothing = label_smoothing
         self.freeze_bn = freeze_bn
+        self._default_optimizer = optimizer is None  # fused kernels are switched on for the default AdamW only
+        self.optimizer_preset = OptimizerPreset()  # set from trainer.optim by build_module
+        self.lr_scale = 1.0  # the factor configure_optimizers applied to every configured LR
         # Validation and test passes only ("auto", "32" or "bf16"); training keeps the trainer's precision. On a CPU with
         # native bf16, training in bf16 is slower (benchmarks/speed_options) but inference is faster.
         self.eval_precision = precision.check_choice(eval_precision, key="strategy.eval_precision")
@@ -76,15 +81,21 @@ class TransferModule(LightningModule):
         self.test_predictions: dict | None = None  # per-example test predictions, set by the last test pass
         # Frozen pretrained tensors are left out of checkpoints when their weights source can rebuild them.
         self.slim_checkpoints = False
+        # validate_args=False: the checks run torch.unique on every update, a host sync per step on a GPU.
         metrics = MetricCollection(
             {
-                "acc": MulticlassAccuracy(num_classes, average="micro"),
-                "f1_macro": MulticlassF1Score(num_classes, average="macro"),
+                "acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False),
+                "f1_macro": MulticlassF1Score(num_classes, average="macro", validate_args=False),
             }
         )
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+        # The latest non-finite training loss, kept on the device: the host reads it every log_every_n_steps steps
+        # (and at each epoch's last step, before any checkpoint), not at every step.
+        self._bad_loss: torch.Tensor | None = None
+        self._epoch_predictions: dict[str, list] = {"train": [], "val": [], "test": []}  # (pred, target) per batch
+        self._eval_rows = 0  # the largest batch of this validation/test pass: shorter ones are padded up to it
         if zero_init_head:
             self._zero_init_head()
         self.setup_trainable()
@@ -163,6 +174,12 @@ class TransferModule(LightningModule):
         """
         self.train()
 
+    def optimizer_summary(self) -> dict[str, float | str]:
+        """What metrics.json records about the LR rule (``trainer.optim``) this run trained with."""
+        preset = self.optimizer_preset
+        return {"optim/lr_scaling": preset.lr_scaling, "optim/lr_scale": self.lr_scale,
+                "optim/reference_batch": preset.reference_batch}  # fmt: skip
+
     def param_counts(self) -> dict[str, float]:
         """Trainable and total parameter counts, and the trainable share in percent."""
         total = sum(p.numel() for p in self.net.parameters())
@@ -192,26 +209,50 @@ class TransferModule(LightningModule):
 
     def _step(self, batch, metrics: MetricCollection, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = batch
-        logits = self(x)
+        logits = self(x) if stage == "train" else self._eval_logits(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing if stage == "train" else 0.0)
-        if stage == "train" and not torch.isfinite(loss):
-            raise TransferlabError(
-                f"The training loss became {loss.item()} at step {self.global_step}. Lower strategy.lr (now {self.lr}); "
-                "the last good checkpoint is kept in the run's checkpoints/."
-            )
-        metrics.update(logits.detach(), y)
+        self._epoch_predictions[stage].append((logits.detach().argmax(-1), y))
+        # The step loss stays off the progress bar: Lightning turns progress-bar values into numbers at every
+        # batch, a host sync per step. The loggers still get it every log_every_n_steps steps.
         self.log(
             f"{stage}/loss",
             loss,
             on_step=stage == "train",
             on_epoch=True,
-            prog_bar=stage != "test",
+            prog_bar=stage == "val",
             batch_size=len(y),
             sync_dist=stage != "train",
         )
         return loss, logits
 
+    def _eval_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of an evaluation batch, computed at the pass's one batch shape (a short last batch is padded)."""
+        self._eval_rows = max(self._eval_rows, len(x))
+        return self(padded_rows(x, self._eval_rows))[: len(x)]
+
+    def _check_loss(self, loss: torch.Tensor, batch_idx: int) -> None:
+        """Stop with one line once a training loss was NaN or infinite; the host looks every
+        ``log_every_n_steps`` steps and at the epoch's last step, so the checkpoints written after it stay good."""
+        loss = loss.detach()
+        bad = self._bad_loss if self._bad_loss is not None else torch.zeros((), device=loss.device)
+        self._bad_loss = torch.where(torch.isfinite(loss), bad, loss.to(bad.dtype))
+        trainer = self.trainer
+        last = batch_idx + 1 >= trainer.num_training_batches or 0 < trainer.max_steps <= self.global_step + 1
+        if (batch_idx + 1) % trainer.log_every_n_steps and not last:
+            return
+        if not torch.isfinite(self._bad_loss):
+            raise TransferlabError(
+                f"The training loss became {self._bad_loss.item()} by step {self.global_step}. Lower strategy.lr "
+                f"(now {self.lr}); the last good checkpoint is kept in the run's checkpoints/."
+            )
+
     def _log_epoch_metrics(self, metrics: MetricCollection, stage: str) -> None:
+        # One metric update per epoch over the epoch's predicted classes (the same sums as one per batch): the
+        # macro F1's confusion matrix uses torch.bincount, which on CUDA reads its input's maximum on the host.
+        predictions = self._epoch_predictions[stage]
+        if predictions:
+            metrics.update(*(torch.cat(parts) for parts in zip(*predictions, strict=True)))
+        self._epoch_predictions[stage] = []
         # Logged once per epoch, not as metric objects at every step: Lightning moves each logged metric's
         # state to the device on every self.log call, a few ms per step that dominated head-only training on
         # cached features (benchmarks/feature_cache). compute() syncs across processes itself.
@@ -222,12 +263,17 @@ class TransferModule(LightningModule):
         """Log the epoch's training accuracy and F1."""
         self._log_epoch_metrics(self.train_metrics, "train")
 
+    def on_validation_epoch_start(self) -> None:
+        """A new pass: its first batch sets its batch shape."""
+        self._eval_rows = 0
+
     def on_validation_epoch_end(self) -> None:
         """Log the epoch's validation accuracy and F1."""
         self._log_epoch_metrics(self.val_metrics, "val")
 
     def on_test_epoch_start(self) -> None:
-        """Start collecting this test pass's per-example predictions."""
+        """Start collecting this test pass's per-example predictions; its first batch sets its batch shape."""
+        self._eval_rows = 0
         self._test_batches: list[tuple[torch.Tensor, ...]] = []
 
     def on_test_epoch_end(self) -> None:
@@ -244,7 +290,9 @@ class TransferModule(LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         """One optimisation step's loss."""
-        return self._step(batch, self.train_metrics, "train")[0]
+        loss = self._step(batch, self.train_metrics, "train")[0]
+        self._check_loss(loss, batch_idx)
+        return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
         """Accumulate validation loss and metrics."""
@@ -261,7 +309,7 @@ class TransferModule(LightningModule):
     # --- optimisation -----------------------------------------------------------------------
     def param_groups(self) -> list[dict]:
         """Optimizer groups over trainable params only, at one LR: timm's weight-decay split (none for biases,
-        norms and other 1-d tensors)."""
+        norms and other 1-d tensors). ``configure_optimizers`` multiplies their LRs by ``lr_scale``."""
         groups = param_groups_weight_decay(self.net, self.weight_decay)
         return [dict(g, lr=self.lr) for g in groups if g["params"]]
 
@@ -270,7 +318,12 @@ class TransferModule(LightningModule):
         groups = self.param_groups()
         if not groups:
             raise TransferlabError("Nothing is trainable. Check strategy.unfreeze / strategy.target_modules.")
-        optimizer = self.optimizer_factory(groups)
+        preset, trainer = self.optimizer_preset, self._trainer
+        if trainer is not None:
+            self.lr_scale = preset.lr_factor(trainer.world_size, trainer.accumulate_grad_batches)
+        groups = [dict(g, lr=g["lr"] * self.lr_scale) for g in groups]
+        fused = preset.fused and self._default_optimizer and self.device.type == "cuda"
+        optimizer = self.optimizer_factory(groups, **({"fused": True} if fused else {}))
         total = int(self._trainer.estimated_stepping_batches) if self._trainer is not None else 1
         scheduler = schedules.by_name(self.scheduler_name)(optimizer, total, warmup_fraction=self.warmup_fraction)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -24,6 +24,7 @@ from transferlab.data.datasets import TensorPairs, collate_pairs
 from transferlab.data.samplers import EpochShuffleSampler, process_shard
 from transferlab.utils import precision
 from transferlab.utils.io import atomic_write
+from transferlab.utils.shapes import padded_rows
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,11 @@ class FeatureCacheDataModule(LightningDataModule):
         The test split's extraction is left out, as every strategy's test pass is left out of its fit time.
         """
         return sum(t for split, t in self.extract_seconds_by_split.items() if split != "test")
+
+    @property
+    def setup_seconds(self) -> float:
+        """The wrapped image data's set-up time (loading, decoding, splitting); extraction is counted apart."""
+        return self.images.setup_seconds
 
     @property
     def num_classes(self) -> int:
@@ -167,31 +173,43 @@ class FeatureCacheDataModule(LightningDataModule):
         return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
 
     def _extract(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run the frozen backbone once over ``split`` (no augmentation), with a progress bar in images/s."""
+        """Run the frozen backbone once over ``split`` (no augmentation), with a progress bar in images/s.
+
+        Every batch runs at one shape (the last is padded to ``eval_batch_size``, its padded rows dropped), so
+        the kernels picked for the first batch serve them all; features stay on the device until the split is
+        done and reach the host in one copy.
+        """
         loader = self.images.eval_loader(split)
+        rows = min(loader.batch_size, len(loader.dataset))  # a split smaller than one batch keeps its own size
         net = self.module.net
         device = self._device()
         was_training, old_device = net.training, next(net.parameters()).device
         net.eval().to(device)
         feats, labels, seen, start = [], [], 0, time.perf_counter()
+        first_batch_s = 0.0
         columns = [TextColumn(f"[bold]Caching {split} features"), BarColumn(), TextColumn("{task.completed}/{task.total} images"),
                    TextColumn("{task.fields[speed]:.0f} img/s"), TimeRemainingColumn()]  # fmt: skip
         with Progress(*columns, transient=True) as progress, precision.autocast(self.precision, device):
             task = progress.add_task("extract", total=len(loader.dataset), speed=0.0)
             for images, y in loader:
                 x = self.images.preprocess(images.to(device, non_blocking=True), augment=False)
-                # Stored as fp32 whatever the pass ran in: the head, its standardisation and every cache
-                # file then share one dtype (bf16 values convert to fp32 exactly).
-                feats.append(self.module.encode(x).float().cpu())
+                feats.append(self.module.encode(padded_rows(x, rows))[: len(y)])
                 labels.append(y)
                 seen += len(y)
-                progress.update(task, completed=seen, speed=seen / (time.perf_counter() - start))
+                now = time.perf_counter()
+                if not first_batch_s:  # kernels are picked in the first batch: the speed shown leaves it out
+                    first_batch_s, first_end = now - start, now
+                speed = (seen - len(labels[0])) / (now - first_end) if now > first_end else 0.0
+                progress.update(task, completed=seen, speed=speed)
+            # Stored as fp32 whatever the pass ran in: the head, its standardisation and every cache file then
+            # share one dtype (bf16 values convert to fp32 exactly).
+            features = torch.cat(feats).float().cpu()
         net.train(was_training).to(old_device)
         elapsed = time.perf_counter() - start
         self.extract_seconds_by_split[split] = self.extract_seconds_by_split.get(split, 0.0) + elapsed
-        log.info("Extracted %d %s features in %.1fs (%.0f img/s, %s)", seen, split, elapsed, seen / max(elapsed, 1e-9),
+        log.info("Extracted %d %s features in %.1fs (first batch %.2fs, %s)", seen, split, elapsed, first_batch_s,
                  "bf16" if self.precision == "bf16" else "fp32")  # fmt: skip
-        return torch.cat(feats), torch.cat(labels)
+        return features, torch.cat(labels)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         batch = self.images.batch_size if split == "train" else self.images.eval_batch_size

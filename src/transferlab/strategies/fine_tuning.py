@@ -186,5 +186,5 @@ class GradualUnfreezing(BaseFinetuning):
             return
         scheduler = pl_module.lr_schedulers()
         for group in pl_module.param_groups(names=new):
-            schedules.add_param_group(optimizer, scheduler, group)
+            schedules.add_param_group(optimizer, scheduler, dict(group, lr=group["lr"] * pl_module.lr_scale))
         log.info("Epoch %d: unfroze %d tensors. %s", epoch, len(new), pl_module.trainable_summary())

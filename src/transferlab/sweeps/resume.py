@@ -70,7 +70,8 @@ def _read_record(job_dir: Path) -> dict | None:
         return None
 
 
-def _read_metrics(job_dir: Path) -> dict | None:
+def read_metrics(job_dir: Path) -> dict | None:
+    """The job's metrics.json as a dict, or None when it is missing or unreadable."""
     try:
         metrics = json.loads((job_dir / "metrics.json").read_text())
     except (OSError, json.JSONDecodeError):
@@ -91,7 +92,7 @@ def plan_job(job_dir: str | Path, cfg: DictConfig) -> JobPlan:
         return JobPlan("run", "no config record from an earlier run" if _leftovers(job_dir) else "new job")
     if comparable_config(record) != comparable_config(cfg):
         return JobPlan("run", "its config changed since the earlier run")
-    metrics = _read_metrics(job_dir)
+    metrics = read_metrics(job_dir)
     if metrics is not None and metrics.get("status") == "ok":
         return JobPlan("skip", "finished earlier with the same config", metrics)
     if last_checkpoint(job_dir).is_file():
