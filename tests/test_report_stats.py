@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hydra.utils import get_class
 
 from tests.test_stats import check_latex
 from transferlab.predictions import FILENAME, load_predictions, save_predictions
@@ -29,7 +30,9 @@ def _job(sweep: Path, i: int, strategy: dict, acc: float, seed: int = 0, predict
     wrong = np.zeros(N_TEST, dtype=bool)
     wrong[rng.permutation(N_TEST)[: round((1 - acc) * N_TEST)]] = True  # exactly ``acc``, errors placed by seed
     pred = np.where(wrong, (TARGET + 1) % 10, TARGET)
-    metrics = {"status": "ok", "test/acc": float((pred == TARGET).mean()), "params/trainable": 100 * (i + 1),
+    cls = get_class(strategy["_target_"])  # training writes the arm's label and family (run_summary.arm_record)
+    named = {"label": cls.report_label(strategy), "family": cls.report_family(strategy)}
+    metrics = {**named, "status": "ok", "test/acc": float((pred == TARGET).mean()), "params/trainable": 100 * (i + 1),
                "params/trainable_pct": 1.0 + i, "time/fit_s": 10.0 + i, "checkpoint/size_mb": 1.0, **metrics}  # fmt: skip
     (job / "metrics.json").write_text(json.dumps(metrics))
     if predictions:
