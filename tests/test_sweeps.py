@@ -85,8 +85,11 @@ def test_report_rebuilds_from_a_partial_sweep(tmp_path):
     from transferlab.report import build_report
 
     sweep = tmp_path / "sweep"
-    rows = [("fine_tuning", "FineTuning", {"test/acc": 0.9, "params/trainable": 1000, "time/fit_s": 10.0}),
-            ("feature_extraction", "FeatureExtraction", {"test/acc": 0.8, "params/trainable": 10, "time/fit_s": 2.0})]  # fmt: skip
+    # metrics.json as training writes it, with the arm's label and family (run_summary.arm_record)
+    rows = [("fine_tuning", "FineTuning", {"test/acc": 0.9, "params/trainable": 1000, "time/fit_s": 10.0,
+                                           "label": "fine_tuning (all)", "family": "fine-tuning"}),
+            ("feature_extraction", "FeatureExtraction", {"test/acc": 0.8, "params/trainable": 10, "time/fit_s": 2.0,
+                                                         "label": "feature_extraction", "family": "frozen"})]  # fmt: skip
     for i, (name, cls, metrics) in enumerate(rows):
         job = sweep / str(i) / ".hydra"
         job.mkdir(parents=True)
