@@ -68,7 +68,7 @@ def write_record(run_dir: str | Path) -> Path:
 
 
 def _config_digest(module) -> str:
-    config = getattr(module, "run_config", None) or {}
+    config = module.run_config or {}  # TransferModule's resolved run config (None for a module built by hand)
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

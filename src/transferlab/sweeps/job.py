@@ -23,7 +23,7 @@ from transferlab.sweeps.resume import last_checkpoint, prepare_job
 from transferlab.utils.errors import TransferlabError
 from transferlab.utils.io import atomic_write_json
 from transferlab.utils.ranks import externally_launched, follower_rank, launch_token
-from transferlab.utils.task import is_multirun
+from transferlab.utils.task import importable_module, is_multirun
 
 log = logging.getLogger(__name__)
 
@@ -128,10 +128,7 @@ def _lightning_sigterm() -> type[SystemExit]:
 
 
 def _program(fn: Callable) -> str:
-    module = fn.__module__
-    if module == "__main__":  # `python -m transferlab.train`: the module's real name is on its spec
-        spec = getattr(sys.modules["__main__"], "__spec__", None)
-        module = spec.name if spec is not None else None
+    module = importable_module(fn)
     return f"python -m {module}" if module else shlex.quote(sys.argv[0])
 
 

@@ -23,12 +23,18 @@ from transferlab.utils.ranks import follower_rank
 log = logging.getLogger(__name__)
 
 
-def _task_name(fn: Callable) -> str:
+def importable_module(fn: Callable) -> str | None:
+    """The importable name of ``fn``'s module; under ``python -m transferlab.train`` that is the spec's name, not
+    ``__main__`` (None for a script run by path)."""
     module = fn.__module__
-    if module == "__main__":  # `python -m transferlab.train`: the importable name is on the module's spec
+    if module == "__main__":
         spec = getattr(sys.modules["__main__"], "__spec__", None)
-        module = spec.name if spec is not None else module
-    return f"{module}:{fn.__name__}"
+        return spec.name if spec is not None else None
+    return module
+
+
+def _task_name(fn: Callable) -> str:
+    return f"{importable_module(fn) or fn.__module__}:{fn.__name__}"
 
 
 def is_multirun() -> bool:
