@@ -62,7 +62,7 @@ def _fit(cfg, warmup: int) -> dict:
         "params": module.param_counts(),
         "optimizer_state_bytes": optimizer_state_bytes(trainer.optimizers[0]),
         "checkpoint_bytes": ckpt.stat().st_size if ckpt.is_file() else None,
-        "extract_s": getattr(data, "extract_seconds", 0.0),
+        "extract_s": data.fit_setup_seconds,
     }
 
 

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _write_truncated(path: Path) -> Path:
     from transferlab.models.backbone import build_network
 
-    torch.save(build_network("test_efficientnet", num_classes=3).state_dict(), path)
+    torch.save(build_network("test_efficientnet", num_classes=3).net.state_dict(), path)
     path.write_bytes(path.read_bytes()[:3000])
     return path
 
@@ -30,7 +30,7 @@ def _write_truncated(path: Path) -> Path:
 def _write_other_arch(path: Path) -> Path:
     from transferlab.models.backbone import build_network
 
-    torch.save(build_network("test_resnet", num_classes=3).state_dict(), path)
+    torch.save(build_network("test_resnet", num_classes=3).net.state_dict(), path)
     return path
 
 

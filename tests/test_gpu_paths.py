@@ -19,8 +19,8 @@ def test_channels_last_network_gives_same_outputs():
     from transferlab.models.backbone import build_network
 
     torch.manual_seed(0)
-    a = build_network("test_efficientnet", 4, channels_last=False).eval()
-    b = build_network("test_efficientnet", 4, channels_last=True).eval()
+    a = build_network("test_efficientnet", 4, channels_last=False).net.eval()
+    b = build_network("test_efficientnet", 4, channels_last=True).net.eval()
     b.load_state_dict(a.state_dict())
     x = torch.randn(2, 3, 32, 32)
     assert b.conv_stem.weight.is_contiguous(memory_format=torch.channels_last)

@@ -146,7 +146,7 @@ def test_feature_extraction_features_have_documented_dim(tmp_path, spec):
     fe = _module(tmp_path, spec, "feature_extraction", "strategy.cache_features=false")
     features = fe.encode(_images())
     assert features.shape == (2, spec.tiny_dim or spec.dim)
-    assert fe(features).shape == (2, 10)  # the head takes them as they come from the cache
+    assert fe.head(features).shape == (2, 10)  # the head takes them as they come from the cache
 
 
 # --- the README's model table, on the real architectures ---------------------------------------------
@@ -157,7 +157,7 @@ def test_model_table_matches_real_architectures(tmp_path, spec):
     assert size == spec.native
     kwargs = {k: v for k, v in OmegaConf.to_container(cfg.model).items() if k not in _MODEL_ONLY_KEYS}
     with torch.device("meta"):  # shapes only: no memory, no compute, no download
-        net = build_network(cfg.model.name, 0, weights="none", **kwargs)
+        net = build_network(cfg.model.name, 0, weights="none", **kwargs).net
         features = net.forward_head(net.forward_features(torch.zeros(1, 3, size, size)), pre_logits=True)
     assert sum(p.numel() for p in net.parameters()) == spec.params
     assert features.shape == (1, spec.dim)
@@ -174,11 +174,13 @@ def _tiny_blip_kwargs() -> dict:
 
 
 def test_blip_looks_like_a_timm_model():
-    net = build_network("blip_vision", num_classes=3, weights="none", **_tiny_blip_kwargs())
+    backbone = build_network("blip_vision", num_classes=3, weights="none", **_tiny_blip_kwargs())
+    net, facts = backbone.net, backbone.facts
     cfg = net.pretrained_cfg
     assert cfg["classifier"] == "head" and cfg["input_size"] == (3, 32, 32) and cfg["interpolation"] == "bicubic"
     assert net.get_classifier() is net.head and net.num_features == 32 and net.num_classes == 3
-    assert net.weights_id.endswith(":none")
+    assert facts.weights_id.endswith(":none") and not facts.rebuildable
+    assert (facts.head_name, facts.feature_dim, facts.channels_last) == ("head", 32, False)
     x = torch.randn(2, 3, 48, 48)  # another size: the position grid is interpolated
     assert net(x).shape == (2, 3)
     assert net.forward_head(net.forward_features(x), pre_logits=True).shape == (2, 32)
@@ -195,19 +197,19 @@ def test_blip_loads_a_saved_folder_and_a_full_blip_state_dict(tmp_path):
     source.save_pretrained(tmp_path / "folder")
     expected = source.state_dict()
 
-    def same(net) -> bool:
-        state = net.vision_model.state_dict()
+    def same(backbone) -> bool:
+        state = backbone.net.vision_model.state_dict()
         return all(torch.equal(state[k], v) for k, v in expected.items())
 
     from_folder = build_network("blip_vision", 3, weights=str(tmp_path / "folder"))
-    assert same(from_folder) and ":dir:" in from_folder.weights_id
+    assert same(from_folder) and ":dir:" in from_folder.facts.weights_id
 
     # A full BLIP checkpoint nests the tower under vision_model. next to the text model, which is skipped.
     full = {f"vision_model.{k}": v.contiguous() for k, v in expected.items()}
     full["text_decoder.bert.embeddings.word_embeddings.weight"] = torch.zeros(4, 4)
     save_file(full, str(tmp_path / "blip.safetensors"))
     from_file = build_network("blip_vision", 3, weights=str(tmp_path / "blip.safetensors"), **tiny)
-    assert same(from_file) and ":file:" in from_file.weights_id
+    assert same(from_file) and ":file:" in from_file.facts.weights_id
 
     (tmp_path / "empty").mkdir()
     with pytest.raises(TransferlabError, match="not a save_pretrained folder"):
@@ -271,13 +273,15 @@ def test_blip_lora_run_exports_weights_that_load_back(tmp_path):
     exported = Path(cfg.paths.output_dir, "export", "model.safetensors")
     state = load_file(str(exported))
     assert not any("lora" in k for k in state) and "head.weight" in state
-    net = build_network("blip_vision", 10, weights=str(exported), **_tiny_blip_kwargs())  # the merged body, new head
+    net = build_network(
+        "blip_vision", 10, weights=str(exported), **_tiny_blip_kwargs()
+    ).net  # the merged body, new head
     assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items() if not k.startswith("head."))
 
 
 def test_vit_full_preset_adapts_blocks_but_not_the_patch_embedding():
     with torch.device("meta"):
-        net = build_network("vit_tiny_patch16_224", 0, weights="none")
+        net = build_network("vit_tiny_patch16_224", 0, weights="none").net
     targets = resolve_targets(net, LoraConfig(target_modules=lora_preset("vit_full")), "head")
     assert len(targets) == 4 * 12 and all(n.startswith("blocks.") for n in targets)
 

@@ -20,7 +20,7 @@ BUNDLED_ARCHS = ["tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficient
 
 def _imagenet_net(arch: str):
     """The bundled backbone with the packaged ImageNet head put back (build_network gives a random new head)."""
-    net = build_network(arch, num_classes=1000, weights="bundled")
+    net = build_network(arch, num_classes=1000, weights="bundled").net
     packaged = read_state_dict(bundled_weights_path(arch))
     net.classifier.load_state_dict({"weight": packaged["_fc.weight"], "bias": packaged["_fc.bias"]})
     return net.eval()
@@ -85,8 +85,9 @@ def test_missing_bundled_package_names_the_pip_command(arch, monkeypatch):
 
 
 def test_bundled_weights_map_every_tensor():
-    net = build_network("tf_efficientnet_lite0", num_classes=10, weights="bundled")
-    ref = build_network("tf_efficientnet_lite0", num_classes=10, weights="none")
+    backbone = build_network("tf_efficientnet_lite0", num_classes=10, weights="bundled")
+    net = backbone.net
+    ref = build_network("tf_efficientnet_lite0", num_classes=10, weights="none").net
     changed = [
         k
         for k, v in net.state_dict().items()
@@ -96,7 +97,7 @@ def test_bundled_weights_map_every_tensor():
     floats = [k for k, v in ref.state_dict().items() if not k.startswith("classifier") and v.is_floating_point()]
     assert set(floats) <= set(changed)
     assert net.classifier.out_features == 10
-    assert net.weights_id.startswith("tf_efficientnet_lite0:bundled")
+    assert backbone.facts.weights_id.startswith("tf_efficientnet_lite0:bundled") and backbone.facts.rebuildable
 
 
 def test_unknown_model_suggests_close_names():
@@ -114,10 +115,10 @@ def test_weights_file_round_trip(tmp_path):
     """A saved state dict loads back exactly (its failures are in test_bad_input.py's matrix)."""
     from safetensors.torch import save_file
 
-    src = build_network("test_efficientnet", num_classes=5, weights="none")
+    src = build_network("test_efficientnet", num_classes=5, weights="none").net
     good = tmp_path / "good.safetensors"
     save_file(src.state_dict(), str(good))
-    net = build_network("test_efficientnet", num_classes=3, weights=str(good))
+    net = build_network("test_efficientnet", num_classes=3, weights=str(good)).net
     assert torch.equal(net.conv_stem.weight, src.conv_stem.weight)
 
 

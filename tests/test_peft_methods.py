@@ -90,7 +90,7 @@ def test_a_new_method_is_one_yaml_file(tmp_path):
     """HRA ships with PEFT but not as a preset: a user's YAML in their own config folder trains it, no Python."""
     (tmp_path / "configs" / "strategy").mkdir(parents=True)
     (tmp_path / "configs" / "strategy" / "hra.yaml").write_text(
-        "defaults:\n  - peft\n  - _self_\nname: hra\nr: 4\npeft_config:\n  _target_: peft.HRAConfig\n  r: ${..r}\n"
+        "defaults:\n  - peft\n  - _self_\nname: hra\nknobs: [r]\nr: 4\npeft_config:\n  _target_: peft.HRAConfig\n  r: ${..r}\n"
     )
     out = tmp_path / "run"
     env = subprocess_env()

@@ -13,7 +13,7 @@ from transferlab.utils.errors import TransferlabError
 
 
 def tiny(name: str = "test_efficientnet", **kw) -> nn.Module:
-    return build_network(name, num_classes=4, weights="none", **kw)
+    return build_network(name, num_classes=4, weights="none", **kw).net
 
 
 def trainable(module) -> set[str]:

@@ -119,7 +119,7 @@ def test_lora_export_merges_and_loads_as_plain_timm(tiny_cfg, tmp_path):
     adapted, datamodule = rebuild(checkpoint, run_config(checkpoint))
     adapted.eval()
     assert any(p.abs().sum() > 0 for n, p in adapted.net.named_parameters() if "lora_B" in n)  # adapters did train
-    images = datamodule.images if hasattr(datamodule, "images") else datamodule
+    images = datamodule.image_data
     images.setup()
     x = images.preprocess(next(iter(images.test_dataloader()))[0])
     with torch.no_grad():

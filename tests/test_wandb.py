@@ -87,9 +87,9 @@ def test_offline_says_so_in_one_line_and_the_config_tells_the_truth(tiny_cfg, no
     wandb_warnings = []
     monkeypatch.setattr(wandb, "termwarn", lambda msg, *a, **k: wandb_warnings.append(str(msg)))
     cfg = tiny_cfg("logger=wandb", "strategy=feature_extraction")
-    with caplog.at_level(logging.WARNING, logger="transferlab.utils.instantiate"):
+    with caplog.at_level(logging.WARNING, logger="transferlab.lightning.loggers"):
         train(cfg)
-    ours = [r.getMessage() for r in caplog.records if r.name == "transferlab.utils.instantiate"]
+    ours = [r.getMessage() for r in caplog.records if r.name == "transferlab.lightning.loggers"]
     lines = [m for m in ours if "offline" in m]  # (the tmp path itself holds "offline": match the logger's records)
     assert len(lines) == 1
     assert not wandb_warnings  # e.g. "git root … does not exist" (no log dir yet) or "anonymous has no effect"

@@ -40,12 +40,18 @@ def _instantiate(cfg: DictConfig, **kwargs):
     try:
         return hydra.utils.instantiate(cfg, **kwargs)
     except (InstantiationException, InterpolationResolutionError) as e:
-        cause = e.__cause__ or e.__context__
-        while cause is not None and not isinstance(cause, TransferlabError):
-            cause = cause.__cause__ or cause.__context__
+        cause = _our_error(e)
         if cause is not None:
             raise cause from None
         raise
+
+
+def _our_error(e: BaseException) -> TransferlabError | None:
+    """The TransferlabError that ``e`` wraps, if any."""
+    cause = e.__cause__ or e.__context__
+    while cause is not None and not isinstance(cause, TransferlabError):
+        cause = cause.__cause__ or cause.__context__
+    return cause
 
 
 def build_datamodule(cfg: DictConfig) -> LightningDataModule:
@@ -75,27 +81,32 @@ def _constructor_keys(cls) -> set[str]:
     return keys
 
 
-def _check_added_strategy_keys(cfg: DictConfig) -> None:
-    """``+strategy.rank=8`` adds a key no strategy reads (PEFT presets would keep it as an unused knob): name the
-    closest real key instead of training without it."""
-    from hydra.core.hydra_config import HydraConfig
+def strategy_arguments(cfg: DictConfig) -> dict:
+    """The strategy's constructor arguments: ``cfg.strategy`` resolved, less what only configs read (``name``,
+    protocol=tuned's ``search`` and the preset's declared ``knobs``, which its ``peft_config`` read by interpolation).
 
-    if not HydraConfig.initialized() or "_target_" not in cfg.strategy:
-        return
-    added = [
-        o.split("=", 1)[0][len("+strategy.") :] for o in HydraConfig.get().overrides.task if o.startswith("+strategy.")
-    ]
-    if not added:
-        return
-    known = _constructor_keys(hydra.utils.get_class(cfg.strategy._target_))
-    text = OmegaConf.to_yaml(cfg.strategy, resolve=False)  # a preset's peft_config may read ${strategy.<knob>}
-    for key in added:
-        if "." in key or key in known or f".{key}}}" in text:
-            continue
-        choice = HydraConfig.get().runtime.choices.get("strategy")
-        close = closest_key(key, [str(k) for k in cfg.strategy if not str(k).startswith("_")])
+    Any other key that the strategy's constructor does not take is an error here, with the closest real key:
+    ``+strategy.rank=8`` would otherwise train without a rank change.
+    """
+    try:
+        strategy = OmegaConf.to_container(cfg.strategy, resolve=True)
+    except InterpolationResolutionError as e:  # a resolver's own bad-input error (lora_alpha) comes through as is
+        raise _our_error(e) or e from None
+    knobs = strategy.pop("knobs", None) or []
+    for key in ("name", "search", *knobs):
+        strategy.pop(key, None)
+    known = _constructor_keys(hydra.utils.get_class(strategy["_target_"])) | {"_target_"}
+    unknown = [key for key in strategy if key not in known]
+    if unknown:
+        key = unknown[0]
+        close = closest_key(key, [str(k) for k in cfg.strategy if not str(k).startswith("_") and k not in unknown])
         hint = f"Did you mean strategy.{close}?" if close else "Remove it."
-        raise TransferlabError(f"strategy.{key} is not a key of strategy={choice}; nothing would read it. {hint}")
+        if "knobs" in cfg.strategy:  # a preset with a peft_config: its own keys must be declared
+            hint += f" (A knob that its peft_config reads goes in the preset's list: knobs: [{key}, ...].)"
+        raise TransferlabError(
+            f"strategy.{key} is not a key of strategy={cfg.strategy.get('name')}; nothing would read it. {hint}"
+        )
+    return strategy
 
 
 def build_module(cfg: DictConfig, num_classes: int) -> TransferModule:
@@ -106,13 +117,11 @@ def build_module(cfg: DictConfig, num_classes: int) -> TransferModule:
     image_size = cfg.data.get("image_size")
     if image_size and "img_size" not in model_kwargs and takes_img_size(cfg.model.name):
         model_kwargs["img_size"] = image_size  # ViTs are built for one size; timm resizes the position embeddings
-    net = build_network(cfg.model.name, num_classes, weights=str(cfg.model.weights), **model_kwargs)
-    check_image_size(net, image_size)
-    strategy_cfg = cfg.strategy.copy()
-    with open_dict(strategy_cfg):
-        strategy_cfg.pop("name", None)
-        strategy_cfg.pop("search", None)  # protocol=tuned's search space: read by the sweeper, not the strategy
-    module = _instantiate(strategy_cfg, net=net, num_classes=num_classes, _convert_="all")
+    backbone = build_network(cfg.model.name, num_classes, weights=str(cfg.model.weights), **model_kwargs)
+    check_image_size(backbone.net, image_size)
+    # A partial, called here: Hydra would turn the facts record (a dataclass) into a DictConfig if passed through it.
+    make_module = _instantiate(strategy_arguments(cfg), _partial_=True, _convert_="all")
+    module = make_module(net=backbone.net, facts=backbone.facts, num_classes=num_classes)
     module.run_config = OmegaConf.to_container(cfg, resolve=True)  # stored in checkpoints: eval/export rebuild from it
     module.optimizer_preset = OptimizerPreset.from_config(
         module.run_config["trainer"].get("optim"), cfg.data.batch_size
@@ -181,7 +190,6 @@ def build_run(cfg: DictConfig, trainer: bool = True, loggers: bool = True) -> Ru
     threads = apply_threads(cfg.trainer.get("threads"))  # before anything is built: data, model, Trainer
     warn_if_overloaded(threads)
     trainer_cfg = trainer_config(cfg) if trainer else None  # bad trainer values fail now, before data and model
-    _check_added_strategy_keys(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule.num_classes)

@@ -28,7 +28,7 @@ setup_environment()
 
 
 def _test_batch(module, datamodule) -> torch.Tensor:
-    images = getattr(datamodule, "images", datamodule)  # the image loader, also behind a feature cache
+    images = datamodule.image_data  # the images, also behind a feature cache
     images.setup("test")
     batch, _ = next(iter(images.test_dataloader()))
     return images.preprocess(batch[:32])
@@ -53,7 +53,7 @@ def export(cfg: DictConfig) -> dict:
     out = Path(cfg.output_dir) if cfg.get("output_dir") else ckpt_path.resolve().parent.parent / "export"
     state = {k: v.contiguous() for k, v in plain.state_dict().items()}
     atomic_write(out / "model.safetensors", lambda p: save_file(state, str(p)))
-    transform = getattr(datamodule, "images", datamodule).transform
+    transform = datamodule.image_data.transform
     info = {
         "architecture": train_cfg.model.name,
         "num_classes": datamodule.num_classes,

@@ -51,16 +51,9 @@ def run_summary(cfg: DictConfig, trainer, module, datamodule, fit_metrics: dict)
     for cb in trainer.callbacks:
         if isinstance(cb, RunStats):
             metrics.update(cb.stats)
-    if getattr(datamodule, "extract_seconds", 0):
-        # Caching runs in Lightning's setup, before the fit timer starts; it is part of the strategy's cost.
-        metrics["time/feature_extraction_s"] = datamodule.extract_seconds
-        metrics["time/fit_s"] = metrics.get("time/fit_s", 0.0) + datamodule.extract_seconds
-    test_extract = getattr(datamodule, "extract_seconds_by_split", {}).get("test")
-    if test_extract:  # the test split's pass, like every strategy's test pass, is not fit time
-        metrics["time/test_feature_extraction_s"] = test_extract
-    if getattr(datamodule, "precision", None):
-        metrics["extract_precision"] = datamodule.precision  # what the cached features were computed in
-    metrics["time/data_setup_s"] = datamodule.setup_seconds  # loading, decoding and splitting the images
+    # Work done in set-up (feature extraction) runs before Lightning's fit timer starts; it is fit cost all the same.
+    metrics["time/fit_s"] = metrics.get("time/fit_s", 0.0) + datamodule.fit_setup_seconds
+    metrics.update(datamodule.run_metrics())  # data set-up time; with a feature cache its extraction and precision
     metrics["checkpoint/size_mb"] = _checkpoint_mb(trainer)
     metrics.update(slurm_job_metrics())  # the job id and how often SLURM requeued it (resumed runs count them)
     metrics.update({

@@ -12,9 +12,9 @@ import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, Subset
 
-from transferlab.data.datasets import TensorImages, collate_pairs
+from transferlab.data.datasets import TensorImages
 from transferlab.data.decoded_cache import DecodeCache
-from transferlab.data.samplers import EpochShuffleSampler, process_shard
+from transferlab.data.samplers import make_loader, process_shard
 from transferlab.data.seeds import augment_seed
 from transferlab.data.shifts import Shift, parse_shifts
 from transferlab.data.sources import SOURCES
@@ -152,6 +152,28 @@ class ImageDataModule(LightningDataModule):
         """What identifies the test images served now beyond the split (the shift and its seed); None when clean."""
         return None if self.test_shift is None else f"{self.test_shift.label}:seed={self.hparams.test_shift_seed}"
 
+    def split_indices(self, split: str) -> list[int]:
+        """The source indices of ``split`` (train, val or test) as served now: part of a feature cache's key."""
+        self.setup()
+        if split == "test":
+            return list(range(len(self.test_set)))
+        return list((self.train_set if split == "train" else self.val_set).indices)
+
+    # --- the contract run summaries and exports rely on (a feature cache keeps it too) ---------------
+    @property
+    def image_data(self) -> ImageDataModule:
+        """The image datamodule behind this one: itself."""
+        return self
+
+    @property
+    def fit_setup_seconds(self) -> float:
+        """Fit work done in set-up, before Lightning's fit timer starts: none for images."""
+        return 0.0
+
+    def run_metrics(self) -> dict:
+        """What metrics.json records about the data: the time spent loading, decoding and splitting it."""
+        return {"time/data_setup_s": self.setup_seconds}
+
     @property
     def num_classes(self) -> int:
         """Number of classes, loading the source if needed."""
@@ -162,19 +184,11 @@ class ImageDataModule(LightningDataModule):
     # --- loaders ----------------------------------------------------------------------------
     def _loader(self, dataset, shuffle: bool, batch_size: int, drop_last: bool = False) -> DataLoader:
         workers = self._loader_workers if self._loader_workers >= 0 else min(8, os.cpu_count() or 1)
-        sampler = (
-            EpochShuffleSampler(len(dataset), self.hparams.seed, *process_shard(self.trainer)) if shuffle else None
-        )
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=sampler,
-            drop_last=drop_last,
-            num_workers=workers,
+        return make_loader(
+            dataset, batch_size, shuffle, self.hparams.seed, self.trainer, drop_last=drop_last, num_workers=workers,
             persistent_workers=workers > 0,  # no worker start-up cost at every epoch
             pin_memory=self.hparams.pin_memory,
-            collate_fn=collate_pairs,
-        )
+        )  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches (uint8; preprocessed after transfer)."""

@@ -3,8 +3,9 @@ and a DDP run sees, step by step, the global batches of a single-process run."""
 
 from __future__ import annotations
 
-from torch.utils.data import DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler
 
+from transferlab.data.datasets import collate_pairs
 from transferlab.data.seeds import sampler_seed
 
 
@@ -29,3 +30,14 @@ class EpochShuffleSampler(DistributedSampler):
         super().__init__(
             range(n), num_replicas=world_size, rank=rank, shuffle=True, seed=sampler_seed(seed), drop_last=True
         )
+
+
+def make_loader(
+    dataset, batch_size: int, shuffle: bool, seed: int, trainer=None, drop_last: bool = False, **loader_kwargs
+) -> DataLoader:
+    """A DataLoader over ``dataset`` in the project's order: with ``shuffle`` an ``EpochShuffleSampler`` of ``seed``
+    (sharded for ``trainer``'s process), else the dataset's order; ``loader_kwargs`` go to the DataLoader."""
+    sampler = EpochShuffleSampler(len(dataset), seed, *process_shard(trainer)) if shuffle else None
+    return DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, collate_fn=collate_pairs, **loader_kwargs
+    )

@@ -1,19 +1,24 @@
 """Loggers of our own: a CSV logger that appends when a run resumes (Lightning's deletes the previous metrics.csv),
-and an MLflow logger that cannot stop a run."""
+and W&B and MLflow loggers that cannot stop a run, each with its tracker's policy (``TrackedRun`` hooks)."""
 
 from __future__ import annotations
 
 import csv
 import logging
+import os
 import re
+from pathlib import Path
 
+import hydra
 from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
-from lightning.pytorch.loggers import CSVLogger, MLFlowLogger
+from lightning.pytorch.loggers import CSVLogger, MLFlowLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from omegaconf import DictConfig, open_dict
 
 from transferlab.utils.io import sqlite_path
+from transferlab.utils.tracking import TrackedRun, job_sweep_group, previous_run_id, remember_run_id, wandb_offline
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +65,75 @@ def mlflow_params(params: dict) -> dict[str, str]:
     return clean
 
 
-class SafeMLFlowLogger(MLFlowLogger):
+class SafeWandbLogger(TrackedRun, WandbLogger):
+    """Lightning's ``WandbLogger`` for ``logger=wandb``, with W&B's policy here:
+
+    - offline without credentials (the saved config then says ``offline: true``), with one line saying where the
+      run is and how to upload it; online, a failed start falls back to offline;
+    - a sweep's jobs share one group (experiment + sweep folder), and a resumed run continues its W&B run.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Lightning always passes anonymous=None to wandb.init, and W&B (0.31) then prints "The anonymous setting
+        # has no effect" on every run: leave the key out when the user did not set it (Lightning 2.6's _wandb_init).
+        if self._wandb_init.get("anonymous", False) is None:
+            del self._wandb_init["anonymous"]
+
+    @classmethod
+    def start_kwargs(cls, conf: DictConfig, run_cfg: DictConfig | None) -> dict:
+        """The sweep's group, a resumed run's id, and offline mode when there are no credentials."""
+        kwargs = {}
+        group = job_sweep_group(run_cfg)
+        if group:
+            kwargs["group"] = group
+        previous = previous_run_id(run_cfg, "wandb")
+        if previous:
+            kwargs.update(id=previous, resume="allow")
+        if wandb_offline():
+            os.environ["WANDB_MODE"] = "offline"
+            kwargs["offline"] = True
+            if conf.get("offline") is not True:
+                with open_dict(conf):
+                    conf.offline = True  # the printed and saved config says what runs
+        os.environ.setdefault("WANDB_SILENT", "true")
+        if conf.get("save_dir"):  # W&B looks for the git root from here and warns when it does not exist yet
+            Path(conf.save_dir).mkdir(parents=True, exist_ok=True)
+        return kwargs
+
+    def start(self, run_cfg: DictConfig | None) -> None:
+        """Start the W&B run, keep its id for a resume, and say where an offline run is."""
+        _ = self.experiment
+        remember_run_id(run_cfg, "wandb", self.version)
+        if self._offline:
+            try:
+                run_dir = Path(self.experiment.dir).parent  # <save_dir>/wandb/offline-run-<time>-<id>/files -> the run
+            except Exception:  # noqa: BLE001 - the hint must never fail a run
+                run_dir = Path("logs/wandb/offline-run-*")
+            log.warning(
+                "W&B is offline (no API key found): the run is in %s; upload it with `wandb sync %s`.", run_dir, run_dir
+            )
+
+    def log_summary(self, metrics: dict) -> None:
+        """The final metrics as the W&B run's summary."""
+        self.experiment.summary.update({k: v for k, v in metrics.items() if isinstance(v, int | float | str)})
+
+    @classmethod
+    def fallback(cls, conf: DictConfig, run_cfg: DictConfig | None):
+        """An online start that failed (no network, a bad key) runs offline instead; None when that fails too."""
+        if conf.get("offline") is True or wandb_offline():
+            return None
+        try:
+            os.environ["WANDB_MODE"] = "offline"
+            logger = hydra.utils.instantiate(conf, offline=True)
+            _ = logger.experiment
+        except Exception:  # noqa: BLE001 - a dashboard must never take a run down
+            return None
+        log.warning("W&B fell back to offline mode; sync later with `wandb sync`.")
+        return logger
+
+
+class SafeMLFlowLogger(TrackedRun, MLFlowLogger):
     """Lightning's ``MLFlowLogger`` that never stops training, for ``logger=mlflow``.
 
     - Creates the folder of a ``sqlite:///`` tracking store (SQLite cannot) and falls back to the task name
@@ -69,7 +142,29 @@ class SafeMLFlowLogger(MLFlowLogger):
       keep their values (MLflow refuses to change a param) and only new ones are added.
     - ``run_id`` of a run this store does not know starts a new run instead of failing; a known one is reopened.
     - After any MLflow error it warns once and logs nothing more: the run goes on with its other loggers.
+    - A sweep's runs carry the tag ``sweep=<experiment>-<sweep folder>``; a resumed run continues its MLflow run.
     """
+
+    @classmethod
+    def start_kwargs(cls, conf: DictConfig, run_cfg: DictConfig | None) -> dict:
+        """The sweep tag and a resumed run's id."""
+        kwargs = {}
+        group = job_sweep_group(run_cfg)
+        if group:  # filter a sweep's runs in MLflow with tags.sweep = '<group>'
+            kwargs["tags"] = {**(conf.get("tags") or {}), "sweep": group}
+        previous = previous_run_id(run_cfg, "mlflow")
+        if previous:
+            kwargs["run_id"] = previous
+        return kwargs
+
+    def start(self, run_cfg: DictConfig | None) -> None:
+        """Start (or reopen) the MLflow run and keep its id for a resume."""
+        _ = self.experiment
+        remember_run_id(run_cfg, "mlflow", self.run_id)
+
+    def log_summary(self, metrics: dict) -> None:
+        """The metrics.json numbers as MLflow metrics."""
+        self.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, int | float)})
 
     def __init__(self, experiment_name: str | None = None, default_experiment_name: str = "transferlab", **kwargs):
         db = sqlite_path(kwargs.get("tracking_uri"))

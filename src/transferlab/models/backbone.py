@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import timm
 import torch
@@ -18,6 +19,42 @@ log = logging.getLogger(__name__)
 def classifier_name(net: nn.Module) -> str:
     """Dotted name of the network's classification head (timm records it in ``pretrained_cfg``)."""
     return net.pretrained_cfg.get("classifier", "classifier")
+
+
+@dataclass(frozen=True)
+class BackboneFacts:
+    """What the strategies and the feature cache need to know about a built network, in one record.
+
+    ``weights_id`` names the weights for feature caches and slim checkpoints; it ends in ``:none`` for random
+    weights, which no source can rebuild.
+    """
+
+    head_name: str
+    feature_dim: int
+    weights_id: str
+    architecture: str
+    channels_last: bool = False
+
+    @classmethod
+    def of(cls, net: nn.Module, weights_id: str | None = None, channels_last: bool = False) -> BackboneFacts:
+        """The facts of a timm-shaped ``net``; without ``weights_id`` its weights count as random."""
+        architecture = net.pretrained_cfg.get("architecture") or type(net).__name__
+        # timm's pooled (pre-logits) width: head_hidden_size where a head conv widens it (MobileNetV3)
+        width = getattr(net, "head_hidden_size", None) or net.num_features
+        return cls(classifier_name(net), int(width), weights_id or f"{architecture}:none", architecture, channels_last)
+
+    @property
+    def rebuildable(self) -> bool:
+        """Whether the pretrained weights can be rebuilt from their source (anything but random weights)."""
+        return not self.weights_id.endswith(":none")
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A freshly built network with a new head, and its facts."""
+
+    net: nn.Module
+    facts: BackboneFacts
 
 
 def is_blip(name: str) -> bool:
@@ -95,16 +132,16 @@ def build_network(
     drop_rate: float = 0.0,
     channels_last: bool = False,
     **kwargs,
-) -> nn.Module:
-    """Create timm model ``name`` with a new ``num_classes`` head and load ``weights`` into its body.
+) -> Backbone:
+    """Create timm model ``name`` with a new ``num_classes`` head, load ``weights`` into its body, and record its facts.
 
-    ``net.weights_id`` identifies the weights for feature caches. Names starting with ``blip`` build
-    BLIP's vision encoder through transformers instead (``transferlab.models.blip``).
+    Names starting with ``blip`` build BLIP's vision encoder through transformers instead (``transferlab.models.blip``).
     """
     if is_blip(name):
         from transferlab.models.blip import build_blip_network
 
-        return build_blip_network(name, num_classes, weights, drop_rate=drop_rate, **kwargs)  # a ViT: no NHWC
+        net, weights_id = build_blip_network(name, num_classes, weights, drop_rate=drop_rate, **kwargs)
+        return Backbone(net, BackboneFacts.of(net, weights_id))  # a ViT: one patch conv, NHWC does not pay
     check_timm_model(name)
     try:
         net = timm.create_model(
@@ -116,9 +153,8 @@ def build_network(
                 f"Could not fetch hub weights for '{name}' ({type(e).__name__}: offline?). Go online, or use model.weights=<file> or none."
             ) from e
         raise
-    net.weights_id = load_weights(net, weights, name, classifier_name(net))
+    weights_id = load_weights(net, weights, name, classifier_name(net))
     if channels_last:
         # NHWC: about 2x faster inference and 1.2x faster training for convnets on CPU (benchmarks/), faster on GPU too.
         net = net.to(memory_format=torch.channels_last)
-    net.channels_last = channels_last
-    return net
+    return Backbone(net, BackboneFacts.of(net, weights_id, channels_last))

@@ -66,8 +66,6 @@ class BlipVisionClassifier(nn.Module):
             "crop_pct": 1.0,
             "num_classes": num_classes,
         }
-        self.weights_id = f"{name}:none"
-        self.channels_last = False  # a ViT: one patch conv, then token matmuls that NHWC does not speed up
 
     @property
     def default_cfg(self) -> dict:
@@ -164,8 +162,8 @@ def build_blip_network(
     image_size: int | None = None,
     drop_rate: float = 0.0,
     **arch: int | None,
-) -> BlipVisionClassifier:
-    """BLIP's vision encoder with a new ``num_classes`` head.
+) -> tuple[BlipVisionClassifier, str]:
+    """BLIP's vision encoder with a new ``num_classes`` head, and the id of its weights.
 
     ``weights``: ``hub`` (``repo`` on the Hugging Face hub), a ``save_pretrained`` folder, a state_dict
     file, or ``none`` (random init). Hub models and folders bring their own shape; otherwise
@@ -218,5 +216,4 @@ def build_blip_network(
     if path is not None and path.is_file():
         _load_file(net, path, name)
         weights_id = f"{name}:file:{_fingerprint(path)}"
-    net.weights_id = weights_id
-    return net
+    return net, weights_id

@@ -17,7 +17,7 @@ def log_report_to_wandb(config: DictConfig, sweep_dir: Path, report: Path) -> No
         import pandas as pd
         import wandb
 
-        from transferlab.utils.instantiate import sweep_group, wandb_settings
+        from transferlab.utils.tracking import sweep_group, wandb_settings
 
         wb = OmegaConf.to_container(config.logger.wandb, resolve=True)
         results = pd.read_csv(sweep_dir / "results.csv")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import inspect
 import logging
 import warnings
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer, check_target_module_exists
 from peft.utils import ModulesToSaveWrapper
 from torch import nn
 
+from transferlab.models.backbone import BackboneFacts
 from transferlab.models.families import layer_types_by_family, lora_preset
 from transferlab.strategies.base import TransferModule
 from transferlab.utils.errors import TransferlabError
@@ -89,8 +89,9 @@ class PEFT(TransferModule):
 
     ``target_modules`` (or the config's own) default to the model family's preset. ``callbacks`` are
     Lightning callbacks a method needs during training (AdaLoRA's budget update), given in its YAML.
-    Other keys are either the shared loop's (``lr``, ``scheduler``, ...) or a preset's own knobs
-    (``strategy.r``, ``strategy.alpha``, ...), which its ``peft_config`` reads by interpolation.
+    Other keys are the shared loop's (``lr``, ``scheduler``, ...). A preset's own knobs (``strategy.r``,
+    ``strategy.alpha``, ..., declared in its ``knobs`` list) never reach this class: its ``peft_config`` reads them
+    by interpolation, and ``build.strategy_arguments`` leaves them out.
     Checkpoints hold only the trainable tensors when the base weights can be rebuilt from their source.
     """
 
@@ -100,21 +101,20 @@ class PEFT(TransferModule):
         self,
         net: nn.Module,
         num_classes: int,
+        facts: BackboneFacts | None = None,
         peft_config: PeftConfig | None = None,
         target_modules: str | Sequence[str] | None = None,
         family: str = "efficientnet",
         callbacks: Sequence[Callback] = (),
         **kwargs,
     ):
-        loop_keys = inspect.signature(TransferModule.__init__).parameters
-        for knob in [k for k in kwargs if k not in loop_keys]:  # a preset's r, alpha, ...: peft_config read them
-            del kwargs[knob]
         if not isinstance(peft_config, PeftConfig):
             raise TransferlabError(
                 f"strategy.peft_config must build a PEFT config (got {type(peft_config).__name__}). "
                 "Example: peft_config: {_target_: peft.LoHaConfig, r: 8}."
             )
-        head = net.pretrained_cfg.get("classifier", "classifier")
+        facts = facts or BackboneFacts.of(net)
+        head = facts.head_name
         config = self._with_defaults(peft_config, target_modules, family, head)
         self.targeted = resolve_targets(net, config, head)
         self.method = method_name(config)
@@ -136,13 +136,11 @@ class PEFT(TransferModule):
                 "used as %s.", self.method, used, str(said[0].message).splitlines()[0],
                 ", ".join(f"peft/used/{k}" for k in self.settings_used),
             )  # fmt: skip
-        # The head that trains is PEFT's copy of it (modules_to_save): the base class finds it here, as in timm.
-        peft_net.pretrained_cfg = dict(
-            net.pretrained_cfg, classifier=f"base_model.model.{head}.modules_to_save.default"
-        )
         self.peft_config = config
         self.extra_callbacks = list(callbacks)
-        super().__init__(peft_net, num_classes, **kwargs)
+        # The head that trains is PEFT's copy of it (modules_to_save).
+        facts = dataclasses.replace(facts, head_name=f"base_model.model.{head}.modules_to_save.default")
+        super().__init__(peft_net, num_classes, facts=facts, **kwargs)
         self.slim_checkpoints = True  # adapters and head only: that is the storage saving of these methods
         self.strict_loading = False  # on_load_checkpoint checks that every trainable tensor is present
         log.info("%s on %d modules, e.g. %s", self.method, len(self.targeted), ", ".join(self.targeted[:4]))

@@ -15,7 +15,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from transferlab.models.backbone import classifier_name
+from transferlab.models.backbone import BackboneFacts
 from transferlab.strategies import schedules
 from transferlab.strategies.optimizer_preset import OptimizerPreset
 from transferlab.utils import precision
@@ -28,7 +28,8 @@ _BATCHNORM = (nn.modules.batchnorm._BatchNorm,)
 
 
 class TransferModule(LightningModule):
-    """A classifier built on a pretrained ``net`` (a timm model whose head was just replaced).
+    """A classifier built on a pretrained ``net`` (a timm model whose head was just replaced), described by
+    ``facts`` (head name, feature width, weights; derived from ``net`` when not given, its weights then random).
 
     Subclasses decide what trains (``setup_trainable``) and with which LRs (``param_groups``). A strategy's
     special needs are hooks with do-nothing defaults that the entry points always call: ``wrap_datamodule``
@@ -40,6 +41,7 @@ class TransferModule(LightningModule):
         self,
         net: nn.Module,
         num_classes: int,
+        facts: BackboneFacts | None = None,
         lr: float = 1e-3,
         optimizer: Callable | None = None,
         scheduler: str = "warmup_cosine",
@@ -56,6 +58,7 @@ class TransferModule(LightningModule):
             raise TransferlabError(f"strategy.lr={lr} must be positive. Try strategy.lr=1e-3.")
         schedules.by_name(scheduler)  # fail at build time, not when training starts
         self.net = net
+        self.facts = facts or BackboneFacts.of(net)
         self.num_classes = num_classes
         self.lr = lr
         self.optimizer_factory = optimizer or torch.optim.AdamW
@@ -76,7 +79,7 @@ class TransferModule(LightningModule):
             for m in net.modules():
                 if isinstance(m, _BATCHNORM):
                     m.momentum = bn_momentum
-        self.head_name = classifier_name(net)
+        self.head_name = self.facts.head_name
         self.run_config: dict | None = None  # the resolved run config, stored in checkpoints by train.py
         self.test_predictions: dict | None = None  # per-example test predictions, set by the last test pass
         # Frozen pretrained tensors are left out of checkpoints when their weights source can rebuild them.
@@ -199,17 +202,21 @@ class TransferModule(LightningModule):
     @property
     def channels_last(self) -> bool:
         """Whether the network's convolutions run in NHWC memory format (set by ``model.channels_last``)."""
-        return getattr(self.net, "channels_last", False)
+        return self.facts.channels_last
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits for a batch of preprocessed images."""
-        if self.channels_last and x.ndim == 4:
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
+    def batch_logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Class logits for a batch as the strategy's datamodule serves it. Default: images, through ``forward``."""
+        return self(inputs)
+
     def _step(self, batch, metrics: MetricCollection, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = batch
-        logits = self(x) if stage == "train" else self._eval_logits(x)
+        logits = self.batch_logits(x) if stage == "train" else self._eval_logits(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing if stage == "train" else 0.0)
         self._epoch_predictions[stage].append((logits.detach().argmax(-1), y))
         # The step loss stays off the progress bar: Lightning turns progress-bar values into numbers at every
@@ -228,7 +235,7 @@ class TransferModule(LightningModule):
     def _eval_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of an evaluation batch, computed at the pass's one batch shape (a short last batch is padded)."""
         self._eval_rows = max(self._eval_rows, len(x))
-        return self(padded_rows(x, self._eval_rows))[: len(x)]
+        return self.batch_logits(padded_rows(x, self._eval_rows))[: len(x)]
 
     def _check_loss(self, loss: torch.Tensor, batch_idx: int) -> None:
         """Stop with one line once a training loss was NaN or infinite; the host looks every
@@ -332,7 +339,7 @@ class TransferModule(LightningModule):
     @property
     def base_reproducible(self) -> bool:
         """Whether the frozen pretrained weights can be rebuilt from their source (anything but ``weights=none``)."""
-        return not str(getattr(self.net, "weights_id", ":none")).endswith(":none")
+        return self.facts.rebuildable
 
     def _frozen_param_keys(self) -> set[str]:
         return {f"net.{n}" for n, p in self.net.named_parameters() if not p.requires_grad}

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from transferlab.data.feature_cache import FeatureCacheDataModule, FeatureEncoder
+from transferlab.models.backbone import BackboneFacts
 from transferlab.strategies.base import TransferModule
-from transferlab.strategies.feature_cache import FeatureCacheDataModule
 from transferlab.utils import precision
 from transferlab.utils.errors import TransferlabError
 
@@ -64,16 +66,16 @@ class FeatureExtraction(TransferModule):
         self,
         net: nn.Module,
         num_classes: int,
+        facts: BackboneFacts | None = None,
         head: str = "linear",
         cache_features: bool = True,
         cache_dir: str = ".cache",
         extract_precision: str = "auto",
         **kwargs,
     ):
-        # timm's pooled (pre-logits) width: head_hidden_size where a head conv widens it (MobileNetV3)
-        width = getattr(net, "head_hidden_size", None) or net.num_features
-        net.set_submodule(net.pretrained_cfg.get("classifier", "classifier"), make_head(head, width, num_classes))
-        super().__init__(net, num_classes, **kwargs)
+        facts = facts or BackboneFacts.of(net)
+        net.set_submodule(facts.head_name, make_head(head, facts.feature_dim, num_classes))
+        super().__init__(net, num_classes, facts=facts, **kwargs)
         self.cache_features = cache_features
         self.cache_dir = Path(cache_dir)
         self.extract_precision = precision.check_choice(extract_precision)  # resolved per device by the cache
@@ -99,21 +101,34 @@ class FeatureExtraction(TransferModule):
             images = images.contiguous(memory_format=torch.channels_last)
         return self.net.forward_head(self.net.forward_features(images), pre_logits=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits from images (B, C, H, W) or from cached features (B, D)."""
-        if x.ndim == 2:
-            return self.head(x)
-        return super().forward(x)
+    def batch_logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Logits from the batches the datamodule serves: cached features (B, D) with ``cache_features``, else images."""
+        return self.head(inputs) if self.cache_features else self(inputs)
 
     def on_features_cached(self, train_features: torch.Tensor) -> None:
         """Fit the head's standardisation on the cached training features."""
         self.head[0].fit(train_features)
 
+    @contextlib.contextmanager
+    def _frozen_on(self, device: torch.device):
+        """The network on ``device`` in eval mode for one extraction pass; its mode and device restored after."""
+        was_training, old_device = self.net.training, next(self.net.parameters()).device
+        self.net.eval().to(device)
+        try:
+            yield
+        finally:
+            self.net.train(was_training).to(old_device)
+
+    def feature_encoder(self) -> FeatureEncoder:
+        """What the feature cache needs from this module: the frozen pass, its precision and the weights' id."""
+        return FeatureEncoder(self.encode, self._frozen_on, self.facts.weights_id, self.facts.architecture,
+                              self.extract_precision)  # fmt: skip
+
     def wrap_datamodule(self, datamodule):
         """Serve cached features instead of images when ``cache_features`` is on."""
         if not self.cache_features:
             return datamodule
-        return FeatureCacheDataModule(datamodule, self, self.cache_dir)
+        return FeatureCacheDataModule(datamodule, self.feature_encoder(), self.cache_dir, self.on_features_cached)
 
     def plain_network(self) -> nn.Module:
         """The network with a plain ``nn.Linear`` head: the standardisation is folded into the linear layer.

@@ -2,15 +2,19 @@
 
 The key covers everything that changes the features: model and weights identity, image size,
 mean and std, dataset and split, and the exact subset indices. Files are safetensors written
-atomically; a corrupt or stale file is detected, reported and rebuilt.
+atomically; a corrupt or stale file is detected, reported and rebuilt. What the cache needs from a
+model is one small record, ``FeatureEncoder``: it never sees the strategy module.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,8 +24,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 
-from transferlab.data.datasets import TensorPairs, collate_pairs
-from transferlab.data.samplers import EpochShuffleSampler, process_shard
+from transferlab.data.datamodule import ImageDataModule
+from transferlab.data.datasets import TensorPairs
+from transferlab.data.samplers import make_loader
 from transferlab.utils import precision
 from transferlab.utils.io import atomic_write
 from transferlab.utils.shapes import padded_rows
@@ -38,6 +43,23 @@ class FeatureSet(TensorPairs):
         return self.inputs
 
 
+@dataclass(frozen=True)
+class FeatureEncoder:
+    """What the feature cache needs from a model.
+
+    ``encode`` maps preprocessed images on the device to feature vectors (B, D); ``on_device`` is a context
+    manager that puts the encoder on a device, frozen (eval mode), for one extraction pass and puts it back
+    after. ``precision`` (auto, 32 or bf16) is resolved for the run's device; ``weights_id`` and
+    ``architecture`` name the model in the cache key.
+    """
+
+    encode: Callable[[torch.Tensor], torch.Tensor]
+    on_device: Callable[[torch.device], contextlib.AbstractContextManager]
+    weights_id: str
+    architecture: str
+    precision: str = "auto"
+
+
 _STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
 
 
@@ -46,16 +68,27 @@ def _digest(obj) -> str:
 
 
 class FeatureCacheDataModule(LightningDataModule):
-    """Wraps an ``ImageDataModule``: same splits and batch size, but batches are (features, labels)."""
+    """Wraps an ``ImageDataModule``: same splits and batch size, but batches are (features, labels).
 
-    def __init__(self, images, module, cache_dir: str | Path):
+    ``on_train_features`` is called with the training features once they are loaded (a probe fits its input
+    standardisation on them).
+    """
+
+    def __init__(
+        self,
+        images: ImageDataModule,
+        encoder: FeatureEncoder,
+        cache_dir: str | Path,
+        on_train_features: Callable[[torch.Tensor], None] | None = None,
+    ):
         super().__init__()
         self.images = images
-        self.module = module
+        self.encoder = encoder
         self.cache_dir = Path(cache_dir)
+        self.on_train_features = on_train_features
         self.sets: dict[str, FeatureSet] = {}
         self.extract_seconds_by_split: dict[str, float] = {}
-        self.precision: str | None = None  # "32" or "bf16": module.extract_precision resolved for the run's device
+        self.precision: str | None = None  # "32" or "bf16": encoder.precision resolved for the run's device
 
     @property
     def extract_seconds(self) -> float:
@@ -66,9 +99,25 @@ class FeatureCacheDataModule(LightningDataModule):
         return sum(t for split, t in self.extract_seconds_by_split.items() if split != "test")
 
     @property
-    def setup_seconds(self) -> float:
-        """The wrapped image data's set-up time (loading, decoding, splitting); extraction is counted apart."""
-        return self.images.setup_seconds
+    def fit_setup_seconds(self) -> float:
+        """Fit work done in set-up, before Lightning's fit timer starts: the extraction of train and val."""
+        return self.extract_seconds
+
+    @property
+    def image_data(self) -> ImageDataModule:
+        """The image datamodule the features come from."""
+        return self.images
+
+    def run_metrics(self) -> dict:
+        """What metrics.json records about the data: the images' set-up, and the extraction time and precision."""
+        metrics = self.images.run_metrics()
+        if self.extract_seconds:
+            metrics["time/feature_extraction_s"] = self.extract_seconds
+        if self.extract_seconds_by_split.get("test"):  # the test split's pass, like every test pass, is not fit time
+            metrics["time/test_feature_extraction_s"] = self.extract_seconds_by_split["test"]
+        if self.precision:
+            metrics["extract_precision"] = self.precision  # what the cached features were computed in
+        return metrics
 
     @property
     def num_classes(self) -> int:
@@ -92,12 +141,11 @@ class FeatureCacheDataModule(LightningDataModule):
 
     def cache_key(self, split: str) -> dict:
         """Everything that determines the features of ``split``."""
-        dm, net = self.images, self.module.net
-        dataset = {"train": dm.train_set, "val": dm.val_set, "test": dm.test_set}[split]
-        indices = getattr(dataset, "indices", torch.arange(len(dataset)))
+        dm = self.images
+        indices = dm.split_indices(split)
         return {
-            "model": net.default_cfg.get("architecture", type(net).__name__),
-            "weights": getattr(net, "weights_id", "unknown"),
+            "model": self.encoder.architecture,
+            "weights": self.encoder.weights_id,
             "image_size": dm.transform.image_size,
             "mean": dm.transform.mean.flatten().tolist(),
             "std": dm.transform.std.flatten().tolist(),
@@ -106,7 +154,7 @@ class FeatureCacheDataModule(LightningDataModule):
             "root": str(dm.root.resolve()),
             "split": split if split == "test" else "train",  # val is a subset of the train split
             "indices": _digest(torch.as_tensor(indices).tolist()),
-            "n": len(dataset),
+            "n": len(indices),
             "precision": self.precision,  # bf16 features never serve an fp32 request, nor the reverse
             **({"shift": dm.test_shift_id} if split == "test" and dm.test_shift_id else {}),  # a shifted test set
         }
@@ -124,7 +172,7 @@ class FeatureCacheDataModule(LightningDataModule):
         if not splits:
             return
         self.images.setup(stage)
-        self.precision = precision.resolve(self.module.extract_precision, self._device())
+        self.precision = precision.resolve(self.encoder.precision, self._device())
         trainer = self.trainer
         rank0 = trainer is None or trainer.global_rank == 0
         for split in splits:
@@ -139,8 +187,8 @@ class FeatureCacheDataModule(LightningDataModule):
                 if not rank0:
                     loaded = self._load(path, key)
             self.sets[split] = FeatureSet(*loaded)
-        if "train" in splits:
-            self.module.on_features_cached(self.sets["train"].features)
+        if "train" in splits and self.on_train_features is not None:
+            self.on_train_features(self.sets["train"].features)
 
     @staticmethod
     def _save(path: Path, key: dict, features: torch.Tensor, labels: torch.Tensor) -> None:
@@ -181,19 +229,20 @@ class FeatureCacheDataModule(LightningDataModule):
         """
         loader = self.images.eval_loader(split)
         rows = min(loader.batch_size, len(loader.dataset))  # a split smaller than one batch keeps its own size
-        net = self.module.net
         device = self._device()
-        was_training, old_device = net.training, next(net.parameters()).device
-        net.eval().to(device)
         feats, labels, seen, start = [], [], 0, time.perf_counter()
         first_batch_s = 0.0
         columns = [TextColumn(f"[bold]Caching {split} features"), BarColumn(), TextColumn("{task.completed}/{task.total} images"),
                    TextColumn("{task.fields[speed]:.0f} img/s"), TimeRemainingColumn()]  # fmt: skip
-        with Progress(*columns, transient=True) as progress, precision.autocast(self.precision, device):
+        with (
+            Progress(*columns, transient=True) as progress,
+            self.encoder.on_device(device),
+            precision.autocast(self.precision, device),
+        ):
             task = progress.add_task("extract", total=len(loader.dataset), speed=0.0)
             for images, y in loader:
                 x = self.images.preprocess(images.to(device, non_blocking=True), augment=False)
-                feats.append(self.module.encode(padded_rows(x, rows))[: len(y)])
+                feats.append(self.encoder.encode(padded_rows(x, rows))[: len(y)])
                 labels.append(y)
                 seen += len(y)
                 now = time.perf_counter()
@@ -204,7 +253,6 @@ class FeatureCacheDataModule(LightningDataModule):
             # Stored as fp32 whatever the pass ran in: the head, its standardisation and every cache file then
             # share one dtype (bf16 values convert to fp32 exactly).
             features = torch.cat(feats).float().cpu()
-        net.train(was_training).to(old_device)
         elapsed = time.perf_counter() - start
         self.extract_seconds_by_split[split] = self.extract_seconds_by_split.get(split, 0.0) + elapsed
         log.info("Extracted %d %s features in %.1fs (first batch %.2fs, %s)", seen, split, elapsed, first_batch_s,
@@ -214,9 +262,7 @@ class FeatureCacheDataModule(LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         batch = self.images.batch_size if split == "train" else self.images.eval_batch_size
         drop = shuffle and len(self.sets[split]) > batch
-        n, seed = len(self.sets[split]), self.images.hparams.seed
-        sampler = EpochShuffleSampler(n, seed, *process_shard(self.trainer)) if shuffle else None
-        return DataLoader(self.sets[split], batch_size=batch, sampler=sampler, drop_last=drop, collate_fn=collate_pairs)
+        return make_loader(self.sets[split], batch, shuffle, self.images.hparams.seed, self.trainer, drop_last=drop)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled cached training features."""
