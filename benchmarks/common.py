@@ -2,7 +2,7 @@
 steady-state step timing, the machine record, and rich tables.
 
 Benchmarks never build models or data themselves: they compose ``configs/`` with Hydra's compose API
-(with tests/helpers.py's ``compose_config``) and call ``transferlab.build``, so what they time is what ``transferlab.train``
+(with ``transferlab.config.compose``) and call ``transferlab.build``, so what they time is what ``transferlab.train``
 runs. Only the *reference* contenders (a bare PyTorch loop, a bare forward pass) are written here.
 """
 
@@ -29,9 +29,9 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
-import tests.helpers
 from transferlab.build import build_trainer
-from transferlab.utils.setup import setup_environment
+from transferlab.config import compose
+from transferlab.config.setup import setup_environment
 
 setup_environment()
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 150)  # logs: no 80-column squeeze
@@ -68,7 +68,7 @@ def merge_overrides(*groups: Iterable[str]) -> list[str]:
 
 def compose_config(out_dir: str | Path, overrides: Iterable[str] = ()) -> DictConfig:
     """``configs/train.yaml`` composed with the benchmark base and ``overrides``, all outputs under ``out_dir``."""
-    return tests.helpers.compose_config(Path(out_dir), merge_overrides(BASE_OVERRIDES, overrides))
+    return compose.compose_config(Path(out_dir), merge_overrides(BASE_OVERRIDES, overrides))
 
 
 @contextmanager

@@ -7,12 +7,10 @@ import json
 import os
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
-from transferlab.utils.setup import CONFIG_DIR, setup_environment
+from transferlab.config.compose import compose_config  # noqa: F401 - the tests' way to compose a run
+from transferlab.config.setup import CONFIG_DIR, setup_environment  # noqa: F401 - CONFIG_DIR for config tests
 
 setup_environment()
 
@@ -32,22 +30,6 @@ TINY = [
     "logger=none",
     "callbacks.rich_progress_bar=null",
 ]
-
-
-def compose_config(tmp_path: Path, overrides: list[str] = (), config_name: str = "train") -> DictConfig:
-    """Compose ``config_name`` with ``overrides``, route every output into ``tmp_path`` and register it with Hydra."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
-        cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path / "run")
-        cfg.paths.log_dir = str(tmp_path / "logs")
-        cfg.paths.cache_dir = str(tmp_path / "cache")
-        cfg.hydra.runtime.output_dir = str(tmp_path / "run")
-        cfg.hydra.job.num = 0
-        cfg.hydra.job.id = "0"
-    HydraConfig().set_config(cfg)
-    return cfg
 
 
 def read_metrics(run) -> dict:

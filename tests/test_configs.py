@@ -9,8 +9,8 @@ from hydra.utils import get_class
 from omegaconf import OmegaConf
 
 from tests.helpers import compose_config
+from transferlab.config.setup import CONFIG_DIR
 from transferlab.strategies import TransferModule
-from transferlab.utils.setup import CONFIG_DIR
 
 GROUPS = [
     "data",

@@ -18,13 +18,13 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationResolutionError
 
+from transferlab.config.overrides import closest_key
 from transferlab.lightning.slurm import slurm_plugins
 from transferlab.models.backbone import build_network, check_image_size, model_input_config, takes_img_size
 from transferlab.strategies.base import TransferModule
 from transferlab.strategies.optimizer_preset import OptimizerPreset
 from transferlab.utils.errors import TransferlabError
 from transferlab.utils.instantiate import instantiate_callbacks, instantiate_loggers
-from transferlab.utils.overrides import closest_key
 from transferlab.utils.threads import apply_threads, warn_if_overloaded
 
 log = logging.getLogger(__name__)

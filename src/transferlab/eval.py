@@ -14,9 +14,9 @@ from omegaconf import DictConfig, open_dict
 
 from transferlab.build import trainer_config
 from transferlab.checkpoints import read_checkpoint, rebuild, run_config
+from transferlab.config.setup import CONFIG_DIR, setup_environment
 from transferlab.predictions import save_predictions
 from transferlab.utils.io import atomic_write_json
-from transferlab.utils.setup import CONFIG_DIR, setup_environment
 from transferlab.utils.task import task_wrapper
 
 log = logging.getLogger(__name__)

@@ -18,9 +18,9 @@ from omegaconf import DictConfig
 from safetensors.torch import save_file
 
 from transferlab.checkpoints import read_checkpoint, rebuild, run_config
+from transferlab.config.setup import CONFIG_DIR, setup_environment
 from transferlab.utils.errors import TransferlabError
 from transferlab.utils.io import atomic_write, atomic_write_json
-from transferlab.utils.setup import CONFIG_DIR, setup_environment
 from transferlab.utils.task import task_wrapper
 
 log = logging.getLogger(__name__)

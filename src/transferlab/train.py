@@ -15,6 +15,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, open_dict
 
+from transferlab.config.setup import CONFIG_DIR, setup_environment
 from transferlab.sweeps import resumable
 from transferlab.sweeps.protocol import require_multirun
 from transferlab.sweeps.resume import last_checkpoint
@@ -22,7 +23,6 @@ from transferlab.utils.console import print_config_tree
 from transferlab.utils.errors import TransferlabError
 from transferlab.utils.io import atomic_write_json
 from transferlab.utils.run_info import run_info
-from transferlab.utils.setup import CONFIG_DIR, setup_environment
 from transferlab.utils.task import task_wrapper
 
 log = logging.getLogger(__name__)

@@ -24,9 +24,9 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
+from transferlab.config.overrides import closest_key
 from transferlab.sweeps.protocol import Trial, read_score, same_point, select_best, write_selection
 from transferlab.utils.errors import TransferlabError
-from transferlab.utils.overrides import closest_key
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 
 from transferlab.reporting.collect import read_yaml
-from transferlab.sweeps.protocol import SELECTION_FILE
+
+SELECTION_FILE = "selection.csv"  # in the sweep folder, written by sweeps/protocol.py: one row per tune trial
 
 _FIXED_COLUMNS = ("arm", "trial", "score", "chosen", "preset", "job")
 

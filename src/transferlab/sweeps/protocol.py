@@ -15,10 +15,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from transferlab.reporting.protocol_summary import SELECTION_FILE
 from transferlab.utils.errors import TransferlabError
 from transferlab.utils.io import atomic_write_text
-
-SELECTION_FILE = "selection.csv"  # in the sweep folder: one row per tune trial
 
 
 @dataclass

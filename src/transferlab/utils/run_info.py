@@ -7,7 +7,7 @@ import subprocess
 import sys
 from importlib import metadata
 
-from transferlab.utils.setup import PROJECT_ROOT
+from transferlab.utils.project import PROJECT_ROOT
 
 _PACKAGES = (
     "transferlab",

@@ -11,10 +11,10 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from transferlab.config.budget import step_budget_resolver
+from transferlab.config.overrides import install_unknown_key_hint
 from transferlab.config.resolvers import lora_alpha
-from transferlab.utils.overrides import install_unknown_key_hint
+from transferlab.utils.project import PROJECT_ROOT
 
-PROJECT_ROOT = Path(__file__).resolve().parents[3]
 CONFIG_DIR = str(Path(os.environ.get("TRANSFERLAB_CONFIG_DIR", PROJECT_ROOT / "configs")).resolve())
 
 
