@@ -184,6 +184,31 @@ def arms_from_jobs(jobs: pd.DataFrame | Iterable[Mapping], acc_col: str = "test/
     return list(arms.values())
 
 
+def _test_arm(runs: list, i: int, best: int | None, has_result: bool) -> dict:
+    """Arm ``i``'s paired test against the best arm, or why it has none."""
+    if best is None or not has_result:
+        return _untested(NOTE_NO_RESULTS)
+    if i == best:
+        return _untested(NOTE_BEST)
+    return _test_vs_best(runs[best], runs[i])
+
+
+def _in_tie_group(row: pd.Series, is_best: bool, alpha: float) -> bool | None:
+    """True for the best and arms not significantly worse than it, False for worse ones, None when untested.
+
+    Two-sided tests: only a significant difference that favours the best excludes an arm. With 2+ shared seeds the
+    difference must also beat the seed-to-seed spread (paired t over seeds), not only the test-set noise the pooled
+    McNemar test sees.
+    """
+    if is_best:
+        return True
+    if pd.isna(row["p_value"]):
+        return None
+    mcnemar_worse = row["p_holm"] <= alpha and row["n_best_only"] > row["n_arm_only"]
+    seeds_worse = pd.isna(row["p_seeds_holm"]) or row["p_seeds_holm"] <= alpha
+    return not (mcnemar_worse and seeds_worse)
+
+
 def compare_arms(
     arms: pd.DataFrame | Iterable[Mapping], alpha: float = 0.05, confidence: float = 0.95, n_resamples: int = 2000
 ) -> pd.DataFrame:
@@ -220,14 +245,7 @@ def compare_arms(
     finite = table["acc"].notna()
     best = int(table.loc[finite, "acc"].idxmax()) if finite.any() else None
 
-    tests: list[dict] = []
-    for i, arm_runs in enumerate(runs):
-        if best is None or not finite[i]:
-            tests.append(_untested(NOTE_NO_RESULTS))
-        elif i == best:
-            tests.append(_untested(NOTE_BEST))
-        else:
-            tests.append(_test_vs_best(runs[best], arm_runs))
+    tests = [_test_arm(runs, i, best, finite[i]) for i in range(len(runs))]
     for col in ("n_best_only", "n_arm_only", "p_value", "test_note"):
         table[col] = [t[col] for t in tests]
     table["p_holm"] = holm(table["p_value"])
@@ -236,20 +254,7 @@ def compare_arms(
         for i, arm_runs in enumerate(runs)
     ]
     table["p_seeds_holm"] = holm(table["p_seeds"])
-    tie = []
-    for i, row in table.iterrows():
-        if i == best:
-            tie.append(True)
-        elif pd.isna(row["p_value"]):
-            tie.append(None)
-        else:
-            # Two-sided tests: only a significant difference that favours the best excludes an arm. With 2+ shared
-            # seeds the difference must also beat the seed-to-seed spread (paired t over seeds), not only the
-            # test-set noise the pooled McNemar test sees.
-            mcnemar_worse = row["p_holm"] <= alpha and row["n_best_only"] > row["n_arm_only"]
-            seeds_worse = pd.isna(row["p_seeds_holm"]) or row["p_seeds_holm"] <= alpha
-            tie.append(not (mcnemar_worse and seeds_worse))
-    table["tie_group"] = pd.Series(tie, dtype=object)
+    table["tie_group"] = pd.Series([_in_tie_group(row, i == best, alpha) for i, row in table.iterrows()], dtype=object)
     cols = ["label", "seeds", "acc", "low", "high", "interval", "rank", "n_best_only", "n_arm_only", "p_value",
             "p_holm", "p_seeds", "p_seeds_holm", "tie_group", "test_note"]  # fmt: skip
     # Best first even when another arm has the same mean; otherwise by rank, ties in input order.
