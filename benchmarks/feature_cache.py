@@ -126,31 +126,53 @@ def run(full: bool = False, train_size: int | None = None, epochs: int = 10, ove
     schedule = [name for name in schedule if name not in skip]
     settings = [f"data.train_size={train_size}", f"trainer.max_epochs={epochs}", "strategy=feature_extraction"]
     with workdir(NAME) as tmp:
-        cached = compose_config(tmp / "cached", [*settings, *overrides])
-        fp32 = compose_config(tmp / "cold_fp32", [*settings, *overrides, "strategy.extract_precision=32"])
-        in_loop = compose_config(tmp / "in_loop", [*settings, "strategy.cache_features=false", *overrides])
+        configs = {
+            "cached": compose_config(tmp / "cached", [*settings, *overrides]),
+            "cold_fp32": compose_config(tmp / "cold_fp32", [*settings, *overrides, "strategy.extract_precision=32"]),
+            "in_loop": compose_config(tmp / "in_loop", [*settings, "strategy.cache_features=false", *overrides]),
+        }
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        auto = precision.resolve(cached.strategy.extract_precision, device)
+        auto = precision.resolve(configs["cached"].strategy.extract_precision, device)
         bare_precisions = ["32", "bf16"] if precision.native_bf16(device) else ["32"]
-        for p in bare_precisions:  # warm-up: kernels, allocator, imports (not recorded)
-            _bare_forward(cached, limit_batches=2, pass_precision=p)
-        runs: dict[str, list[dict]] = {"cold": [], "cold_fp32": [], "warm": [], "in_loop": []}
-        bare: dict[str, list[float]] = {p: [] for p in bare_precisions}
-        for i, name in enumerate(schedule):
-            console.print(f"  [{i + 1}/{len(schedule)}] {name} ...", end="")
-            gc.collect()  # as between sweep jobs (utils/task.py): no run pays for the previous one's garbage
-            if name == "bare":
-                times = []
-                for p in bare_precisions:
-                    seconds, n_bare = _bare_forward(cached, pass_precision=p)
-                    bare[p].append(seconds)
-                    times.append(f"{p} {seconds:.2f}s")
-                console.print(" " + ", ".join(times))
-                continue
-            result = _fit({"in_loop": in_loop, "cold_fp32": fp32}.get(name, cached))
-            runs[name].append(result)
-            console.print(f" {result['fit_s']:.2f}s")
+        runs, bare, n_bare = _measure(schedule, configs, bare_precisions)
+    result = _summarize(runs, bare, n_bare, auto, epochs)
+    needs = {"warm_speedup_vs_in_loop": "in_loop", "auto_speedup_vs_fp32": "cold_fp32"}  # the contender a ratio reads
+    targets = {k: v for k, v in TARGETS.items() if needs.get(k) not in skip}
+    if auto != "bf16":  # auto keeps fp32 here: cold and cold_fp32 are the same run, nothing to beat
+        targets.pop("auto_speedup_vs_fp32", None)
+    result["targets"] = {k: target(result[k], *targets[k]) for k in targets}
+    _print_contenders(result, auto, n_bare)
+    _print_targets(result)
+    return result
 
+
+def _measure(schedule: list[str], configs: dict, bare_precisions: list[str]):
+    """Run ``schedule`` in order: each fit's record per contender, each bare pass's seconds per precision, and the
+    bare pass's image count."""
+    for p in bare_precisions:  # warm-up: kernels, allocator, imports (not recorded)
+        _bare_forward(configs["cached"], limit_batches=2, pass_precision=p)
+    runs: dict[str, list[dict]] = {"cold": [], "cold_fp32": [], "warm": [], "in_loop": []}
+    bare: dict[str, list[float]] = {p: [] for p in bare_precisions}
+    n_bare = 0
+    for i, name in enumerate(schedule):
+        console.print(f"  [{i + 1}/{len(schedule)}] {name} ...", end="")
+        gc.collect()  # as between sweep jobs (utils/task.py): no run pays for the previous one's garbage
+        if name == "bare":
+            times = []
+            for p in bare_precisions:
+                seconds, n_bare = _bare_forward(configs["cached"], pass_precision=p)
+                bare[p].append(seconds)
+                times.append(f"{p} {seconds:.2f}s")
+            console.print(" " + ", ".join(times))
+            continue
+        result = _fit(configs.get(name, configs["cached"]))
+        runs[name].append(result)
+        console.print(f" {result['fit_s']:.2f}s")
+    return runs, bare, n_bare
+
+
+def _summarize(runs: dict, bare: dict, n_bare: int, auto: str, epochs: int) -> dict:
+    """The JSON section from the measured runs: ratios, seconds, image counts, throughputs, accuracies."""
     skipped = {"fit_s": float("nan"), "extract_s": float("nan"), "extracted_images": 0}
     cold, cold_fp32 = runs["cold"][0], (runs["cold_fp32"] or [skipped])[0]
     warm_s, in_loop_s = median([r["fit_s"] for r in runs["warm"]]), median([r["fit_s"] for r in runs["in_loop"]])
@@ -158,7 +180,11 @@ def run(full: bool = False, train_size: int | None = None, epochs: int = 10, ove
     bare_s = {p: median(v) for p, v in bare.items()}
     fastest = min(bare_s, key=bare_s.get)
     limit = bare_s[fastest] + cold["head_s"]
-    result = {
+
+    def per_s(images: int, seconds: float) -> float | None:
+        return images / seconds if seconds else None
+
+    return {
         "warm_speedup_vs_in_loop": in_loop_s / warm_s,
         "cold_vs_forward_limit": cold["fit_s"] / limit,
         "auto_speedup_vs_fp32": cold_fp32["fit_s"] / cold["fit_s"],
@@ -181,10 +207,8 @@ def run(full: bool = False, train_size: int | None = None, epochs: int = 10, ove
             "bare_forward": n_bare,
         },
         "throughput_img_per_s": {
-            "cold_extraction": cold["extracted_images"] / cold["extract_s"] if cold["extract_s"] else None,
-            "cold_fp32_extraction": cold_fp32["extracted_images"] / cold_fp32["extract_s"]
-            if cold_fp32["extract_s"]
-            else None,
+            "cold_extraction": per_s(cold["extracted_images"], cold["extract_s"]),
+            "cold_fp32_extraction": per_s(cold_fp32["extracted_images"], cold_fp32["extract_s"]),
             **{f"bare_forward_{p}": n_bare / v for p, v in bare_s.items()},
         },
         "epochs": epochs,
@@ -192,47 +216,28 @@ def run(full: bool = False, train_size: int | None = None, epochs: int = 10, ove
         "runs": {k: [round(r["fit_s"], 3) for r in v] for k, v in runs.items()}
         | {f"bare_{p}": [round(b, 3) for b in v] for p, v in bare.items()},
     }
-    needs = {"warm_speedup_vs_in_loop": "in_loop", "auto_speedup_vs_fp32": "cold_fp32"}  # the contender a ratio reads
-    targets = {k: v for k, v in TARGETS.items() if needs.get(k) not in skip}
-    if auto != "bf16":  # auto keeps fp32 here: cold and cold_fp32 are the same run, nothing to beat
-        targets.pop("auto_speedup_vs_fp32", None)
-    result["targets"] = {k: target(result[k], *targets[k]) for k in targets}
-    s = result["seconds"]
+
+
+def _print_contenders(result: dict, auto: str, n_bare: int) -> None:
+    s, images = result["seconds"], result["images"]
+    warm_s, in_loop_s = s["warm_fit"], s["in_loop_fit"]
+    fastest = result["extract_precision"]["fastest_bare_pass"]
+    bare = {k.removeprefix("bare_forward_"): v for k, v in s.items() if k.startswith("bare_forward_")}
+    rows = [
+        [f"cold cache (extract + head), auto = {auto}", s["cold_fit"], s["cold_fit"] / warm_s,
+         f"extraction {s['cold_extraction']:.2f}s over {images['extracted_by_cold_fit']} images"],
+        ["cold cache, extract_precision=32", s["cold_fp32_fit"], s["cold_fp32_fit"] / warm_s,
+         f"extraction {s['cold_fp32_extraction']:.2f}s"],
+        ["warm cache (head only)", warm_s, 1.0, "features read from the cache"],
+        ["backbone in the loop", in_loop_s, in_loop_s / warm_s, "cache_features=false"],
+        *[[f"bare forward {p} (limit)" if p == fastest else f"bare forward {p}", v, v / warm_s,
+           f"{n_bare} images in memory, inference_mode"] for p, v in bare.items()],
+    ]  # fmt: skip
     table(
-        f"feature_cache: feature extraction, {cold['train_images']} train + {cold['val_images']} val images, {epochs} epochs",
+        f"feature_cache: feature extraction, {images['train']} train + {images['val']} val images, {result['epochs']} epochs",
         ["contender", "seconds", "vs warm", "notes"],
-        [
-            row
-            for row in [
-                [
-                    f"cold cache (extract + head), auto = {auto}",
-                    s["cold_fit"],
-                    s["cold_fit"] / warm_s,
-                    f"extraction {s['cold_extraction']:.2f}s over {cold['extracted_images']} images",
-                ],
-                [
-                    "cold cache, extract_precision=32",
-                    s["cold_fp32_fit"],
-                    s["cold_fp32_fit"] / warm_s,
-                    f"extraction {s['cold_fp32_extraction']:.2f}s",
-                ],
-                ["warm cache (head only)", warm_s, 1.0, "features read from the cache"],
-                ["backbone in the loop", in_loop_s, in_loop_s / warm_s, "cache_features=false"],
-                *[
-                    [
-                        f"bare forward {p} (limit)" if p == fastest else f"bare forward {p}",
-                        v,
-                        v / warm_s,
-                        f"{n_bare} images in memory, inference_mode",
-                    ]
-                    for p, v in bare_s.items()
-                ],  # fmt: skip
-            ]
-            if row[1] == row[1]  # skipped contenders (NaN seconds) leave no row
-        ],
+        [row for row in rows if row[1] == row[1]],  # skipped contenders (NaN seconds) leave no row
     )
-    _print_targets(result)
-    return result
 
 
 def _print_targets(result: dict) -> None:

@@ -154,6 +154,21 @@ def _load_file(net: BlipVisionClassifier, path: Path, name: str) -> None:
     load_checked(net, state, "head", name, str(path))
 
 
+def _pretrained_vision(transformers, weights: str, repo: str, path: Path | None):
+    """The vision tower from the hub (``weights=hub``) or a ``save_pretrained`` folder, or one line saying why not."""
+    origin = f"Hub model {repo}" if weights == "hub" else f"Folder {path}"
+    try:
+        return _from_pretrained(transformers, repo if weights == "hub" else str(path), origin)
+    except TransferlabError:
+        raise
+    except Exception as e:  # offline, unknown repo, interrupted download, a folder without a model
+        hint = "offline? Go online, or use" if weights == "hub" else "not a save_pretrained folder? Use"
+        raise TransferlabError(
+            f"Could not load BLIP weights from {origin} ({type(e).__name__}: {hint} "
+            "model.weights=<saved folder or .safetensors file> or none."
+        ) from e
+
+
 def build_blip_network(
     name: str,
     num_classes: int,
@@ -193,17 +208,7 @@ def build_blip_network(
         )
 
     if pretrained:
-        origin = f"Hub model {repo}" if weights == "hub" else f"Folder {path}"
-        try:
-            vision = _from_pretrained(transformers, repo if weights == "hub" else str(path), origin)
-        except TransferlabError:
-            raise
-        except Exception as e:  # offline, unknown repo, interrupted download, a folder without a model
-            hint = "offline? Go online, or use" if weights == "hub" else "not a save_pretrained folder? Use"
-            raise TransferlabError(
-                f"Could not load BLIP weights from {origin} ({type(e).__name__}: {hint} "
-                "model.weights=<saved folder or .safetensors file> or none."
-            ) from e
+        vision = _pretrained_vision(transformers, weights, repo, path)
         weights_id = f"{name}:hub:{repo}" if weights == "hub" else f"{name}:dir:{_fingerprint(path)}"
     else:  # random init, or the base shape that a state_dict file is then loaded into
         config = _random_config(transformers, image_size, arch)
