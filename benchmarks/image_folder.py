@@ -36,7 +36,7 @@ def write_folder(root: Path, n: int, size: int = 96) -> None:
     """``n`` PNGs under ``root/<class>/``: Fashion-MNIST images, class-tinted, upscaled to ``size`` px RGB."""
     from PIL import Image
 
-    train, _ = fashion_mnist(root=DEBIAN_FASHION_MNIST, download=False)
+    train = fashion_mnist(root=DEBIAN_FASHION_MNIST, download=False).train
     images, labels = train.images[:n, 0].numpy(), train.labels[:n].numpy()
     tints = np.random.default_rng(0).uniform(0.4, 1.0, (10, 3))
     for i, (image, label) in enumerate(zip(images, labels, strict=True)):

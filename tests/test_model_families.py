@@ -71,6 +71,7 @@ SPECS = [
     Spec("vit_small", 21_665_664, 384, 12, _lora("qkv"), 224, VIT_32),
     Spec("deit_small", 21_665_664, 384, 12, _lora("qkv"), 224, VIT_32),
     Spec("vit_base", 85_798_656, 768, 12, _lora("qkv"), 224, VIT_32, slow=True),
+    Spec("vit_base_in21k", 85_798_656, 768, 12, _lora("qkv"), 224, VIT_32, slow=True),
     Spec("blip_vision", 86_090_496, 768, 12, _lora("qkv", "projection"), 384, BLIP_TINY, tiny_dim=32, tiny_blocks=2),
 ]
 BY_NAME = {s.config: s for s in SPECS}

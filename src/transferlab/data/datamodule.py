@@ -14,10 +14,10 @@ from torch.utils.data import DataLoader, Subset
 
 from transferlab.data.datasets import TensorImages
 from transferlab.data.decoded_cache import DecodeCache
+from transferlab.data.registry import SOURCES
 from transferlab.data.samplers import make_loader, process_shard
 from transferlab.data.seeds import augment_seed
 from transferlab.data.shifts import Shift, parse_shifts
-from transferlab.data.sources import SOURCES
 from transferlab.data.splits import split_indices
 from transferlab.data.transforms import BatchTransform
 from transferlab.utils.errors import TransferlabError, suggest
@@ -43,6 +43,7 @@ class ImageDataModule(LightningDataModule):
         self,
         name: str,
         root: str = "data",
+        task: str | None = None,
         download: bool = False,
         num_classes: int | None = None,
         train_size: int | None = None,
@@ -91,6 +92,7 @@ class ImageDataModule(LightningDataModule):
         self.test_shifts: list[Shift] = parse_shifts(test_shifts)  # a bad name or severity fails here, before training
         self.test_shift: Shift | None = None  # the shift test_dataloader serves now; None = the clean test split
         self._clean_test = None
+        self.task_group: str | None = None  # a suite task's group, from its source
 
     # --- data -------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -101,10 +103,12 @@ class ImageDataModule(LightningDataModule):
         hp = self.hparams
         workers = self.num_workers if self.num_workers >= 0 else min(8, os.cpu_count() or 1)
         cache = DecodeCache(hp.decode_cache_dir, workers) if hp.decode_cache_dir else None
-        train, test = SOURCES[self.name](
+        source = SOURCES[self.name](
             root=self.root, download=hp.download, image_size=hp.image_size, on_bad_image=hp.on_bad_image, seed=hp.seed,
-            decode_cache=cache,
+            decode_cache=cache, task=hp.task,
         )  # fmt: skip
+        train, test = source.train, source.test
+        self.task_group = source.group
         self._loader_workers = self.num_workers if train.decodes_on_demand else 0  # in memory: workers only cost
         self.classes = list(train.classes)
         if hp.num_classes is not None and hp.num_classes != len(self.classes):
@@ -112,7 +116,7 @@ class ImageDataModule(LightningDataModule):
                 f"data.num_classes={hp.num_classes} but {self.name} has {len(self.classes)} classes. "
                 f"Set data.num_classes={len(self.classes)} (or null to infer it)."
             )
-        train_idx, val_idx = split_indices(torch.as_tensor(train.targets).numpy(), hp.train_size, hp.val_size, hp.seed)
+        train_idx, val_idx = self._split(source, torch.as_tensor(train.targets).numpy())
         if hp.fit_on == "train+val":  # validation then scores images it trained on: refit jobs switch it off
             train_idx = np.sort(np.concatenate([train_idx, val_idx]))
         # plain int indices: torch's Subset forwards a batch of them to the source's batched __getitems__
@@ -129,6 +133,24 @@ class ImageDataModule(LightningDataModule):
             " (val included)" if hp.fit_on == "train+val" else "", len(self.val_set), len(self.test_set),
             self.num_classes, self.setup_seconds,
         )  # fmt: skip
+
+    def _split(self, source, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The source's own train/val split where it has one (VTAB-1k's 800/200), else a seeded, stratified one."""
+        hp = self.hparams
+        if source.val_indices is None:
+            return split_indices(labels, hp.train_size, hp.val_size, hp.seed)
+        if hp.train_size is not None:
+            raise TransferlabError(
+                f"data.train_size={hp.train_size}: {self.dataset_id} has a fixed train/val split "
+                f"({len(labels) - len(source.val_indices)}/{len(source.val_indices)}). Use data.train_size=null."
+            )
+        val_idx = np.asarray(source.val_indices)
+        return np.setdiff1d(np.arange(len(labels)), val_idx), val_idx
+
+    @property
+    def dataset_id(self) -> str:
+        """The dataset's name, with its task for a suite (``vtab1k/dtd``): what feature caches and reports key on."""
+        return f"{self.name}/{self.hparams.task}" if self.hparams.task else self.name
 
     @property
     def num_train_images(self) -> int:
@@ -172,7 +194,10 @@ class ImageDataModule(LightningDataModule):
 
     def run_metrics(self) -> dict:
         """What metrics.json records about the data: the time spent loading, decoding and splitting it."""
-        return {"time/data_setup_s": self.setup_seconds}
+        metrics = {"time/data_setup_s": self.setup_seconds}
+        if self.hparams.task:  # a suite's task: the report's suite section groups and averages by these
+            metrics.update({"data/task": self.hparams.task, "data/group": self.task_group or "other"})
+        return metrics
 
     @property
     def num_classes(self) -> int:

@@ -150,7 +150,7 @@ class FeatureCacheDataModule(LightningDataModule):
             "mean": dm.transform.mean.flatten().tolist(),
             "std": dm.transform.std.flatten().tolist(),
             "interpolation": dm.transform.interpolation,
-            "dataset": dm.name,
+            "dataset": dm.dataset_id,
             "root": str(dm.root.resolve()),
             "split": split if split == "test" else "train",  # val is a subset of the train split
             "indices": _digest(torch.as_tensor(indices).tolist()),
@@ -161,7 +161,8 @@ class FeatureCacheDataModule(LightningDataModule):
 
     def path_for(self, key: dict) -> Path:
         """Cache file for a key."""
-        return self.cache_dir / "features" / f"{key['dataset']}-{key['split']}-{_digest(key)}.safetensors"
+        dataset = key["dataset"].replace("/", "-")
+        return self.cache_dir / "features" / f"{dataset}-{key['split']}-{_digest(key)}.safetensors"
 
     def setup(self, stage: str | None = None) -> None:
         """Load the features of the splits ``stage`` uses from the cache, extracting those that are missing, corrupt or stale.

@@ -1,14 +1,15 @@
 """Dataset sources: each turns a name into real train and test datasets, or fails with the way to get the data.
 
-A source returns ``(train, test)``. Sources without an official test split (digits, a flat image
-folder) hold one out, seeded and stratified, and say so in their docstring.
+A source returns a ``SourceData``: train and test datasets, and the validation part of train where the source
+fixes it (VTAB-1k's val200 list). Sources without an official test split (digits, a flat image folder) hold one
+out, seeded and stratified, and say so in their docstring.
 """
 
 from __future__ import annotations
 
 import gzip
 import logging
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,19 @@ from transferlab.data.image_files import drop_bad_files, make_decoder, scan_imag
 from transferlab.utils.errors import TransferlabError
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SourceData:
+    """What a source hands the datamodule. ``val_indices``: the rows of ``train`` that are the source's own
+    validation split (the rest is its training split); None lets the datamodule draw a seeded, stratified one.
+    ``group``: a suite task's group (VTAB-1k: Natural, Specialized, Structured), which metrics.json records."""
+
+    train: object
+    test: object
+    val_indices: list[int] | None = None
+    group: str | None = None
+
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = [
@@ -63,7 +77,7 @@ def _fashion_mnist_folder(root: Path) -> Path | None:
     return None
 
 
-def fashion_mnist(root: Path, download: bool, **_) -> tuple[TensorImages, TensorImages]:
+def fashion_mnist(root: Path, download: bool, **_) -> SourceData:
     """Fashion-MNIST (60k/10k, 28x28 gray): data.root, then /usr/share/datasets/fashion-mnist, then a download."""
     folder = _fashion_mnist_folder(root)
     if folder is None and download:
@@ -89,10 +103,10 @@ def fashion_mnist(root: Path, download: bool, **_) -> tuple[TensorImages, Tensor
                 f"Fashion-MNIST {split} files in {folder} disagree in length. Reinstall the dataset."
             )
         splits.append(TensorImages(images, labels, FASHION_MNIST_CLASSES))
-    return splits[0], splits[1]
+    return SourceData(splits[0], splits[1])
 
 
-def digits(seed: int = 0, test_fraction: float = 0.3, **_) -> tuple[TensorImages, TensorImages]:
+def digits(seed: int = 0, test_fraction: float = 0.3, **_) -> SourceData:
     """scikit-learn's bundled digits (1,797 8x8 gray). It has no official test split: 30% is held out, stratified."""
     from sklearn.datasets import load_digits
 
@@ -103,13 +117,13 @@ def digits(seed: int = 0, test_fraction: float = 0.3, **_) -> tuple[TensorImages
         np.arange(len(labels)), test_size=test_fraction, stratify=labels.numpy(), random_state=seed
     )
     classes = [str(c) for c in bunch.target_names]
-    return (
+    return SourceData(
         TensorImages(images[train_idx], labels[train_idx], classes),
         TensorImages(images[test_idx], labels[test_idx], classes),
     )
 
 
-def _cifar(cls_name: str, root: Path, download: bool) -> tuple[TensorImages, TensorImages]:
+def _cifar(cls_name: str, root: Path, download: bool) -> SourceData:
     import torchvision
 
     cls = getattr(torchvision.datasets, cls_name)
@@ -124,15 +138,15 @@ def _cifar(cls_name: str, root: Path, download: bool) -> tuple[TensorImages, Ten
             ) from e
         images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
         out.append(TensorImages(images, torch.as_tensor(ds.targets), ds.classes))
-    return out[0], out[1]
+    return SourceData(out[0], out[1])
 
 
-def cifar10(root: Path, download: bool, **_) -> tuple[TensorImages, TensorImages]:
+def cifar10(root: Path, download: bool, **_) -> SourceData:
     """CIFAR-10 through torchvision (its own format, checksum and download)."""
     return _cifar("CIFAR10", root, download)
 
 
-def cifar100(root: Path, download: bool, **_) -> tuple[TensorImages, TensorImages]:
+def cifar100(root: Path, download: bool, **_) -> SourceData:
     """CIFAR-100 through torchvision (its own format, checksum and download)."""
     return _cifar("CIFAR100", root, download)
 
@@ -162,7 +176,7 @@ def imagefolder(
     test_fraction: float = 0.2,
     decode_cache: DecodeCache | None = None,
     **_,
-) -> tuple[FileImages | MappedImages, FileImages | MappedImages]:
+) -> SourceData:
     """Class subfolders. ``root/train`` and ``root/test`` (or ``root/val``) when present; a flat root holds out 20%.
 
     With ``decode_cache`` the files are decoded once into it; otherwise they are decoded in every epoch.
@@ -179,7 +193,7 @@ def imagefolder(
             raise TransferlabError(
                 f"{test_dir} has classes {test.classes} but {root}/train has {train.classes}. Use the same class folders in both."
             )
-        return train, test
+        return SourceData(train, test)
     everything = _folder_images(root, image_size, on_bad_image, decode_cache)
     labels = everything.targets.numpy()
     counts = np.bincount(labels)
@@ -190,7 +204,7 @@ def imagefolder(
     train_idx, test_idx = train_test_split(
         np.arange(len(labels)), test_size=test_fraction, stratify=labels, random_state=seed
     )
-    return everything.subset(train_idx.tolist()), everything.subset(test_idx.tolist())
+    return SourceData(everything.subset(train_idx.tolist()), everything.subset(test_idx.tolist()))
 
 
 def _torchvision_files(
@@ -211,7 +225,7 @@ def _torchvision_files(
         classes = list(getattr(ds, "classes", [str(i) for i in sorted(set(ds._labels))]))
         files = getattr(ds, "_image_files", None) or ds._images  # torchvision names the list per dataset
         out.append(file_images([str(f) for f in files], list(ds._labels), classes, image_size, cache, root, "error"))
-    return out[0], out[1]
+    return SourceData(out[0], out[1])
 
 
 def flowers102(root: Path, download: bool, image_size: int, decode_cache: DecodeCache | None = None, **_):
@@ -222,14 +236,3 @@ def flowers102(root: Path, download: bool, image_size: int, decode_cache: Decode
 def pets(root: Path, download: bool, image_size: int, decode_cache: DecodeCache | None = None, **_):
     """Oxford-IIIT Pet through torchvision: trainval and test splits."""
     return _torchvision_files("OxfordIIITPet", ("trainval", "test"), root, download, image_size, decode_cache)
-
-
-SOURCES: dict[str, Callable] = {
-    "fashion_mnist": fashion_mnist,
-    "digits": digits,
-    "cifar10": cifar10,
-    "cifar100": cifar100,
-    "imagefolder": imagefolder,
-    "flowers102": flowers102,
-    "pets": pets,
-}

@@ -24,7 +24,8 @@ def build_report(sweep_dir: str | Path) -> Path:
     from transferlab.reporting.plots import write_plots, write_tuning_curves
     from transferlab.reporting.protocol_summary import chosen_values, protocol_section, read_selection, tuned_keys
     from transferlab.reporting.shift_summary import shift_section
-    from transferlab.utils.io import atomic_write
+    from transferlab.reporting.suite import is_suite, suite_section
+    from transferlab.utils.io import atomic_write, atomic_write_text
 
     sweep_dir = Path(sweep_dir)
     results = collect_results(sweep_dir)
@@ -42,7 +43,8 @@ def build_report(sweep_dir: str | Path) -> Path:
         )
         note += "."
         write_latex_tables(table, sweep_dir / "report.tex", note=note if chosen else "")
-    plots = write_plots(compared, table, sweep_dir / "plots")
+    suite = is_suite(table)
+    plots = [] if suite else write_plots(compared, table, sweep_dir / "plots")  # per-arm cost plots mix tasks
     ladder_plot = write_ladder_plot(compared, sweep_dir / "plots")
     plots += [ladder_plot] if ladder_plot else []
     extra = ladder_section(compared) if ladder_plot else ""
@@ -54,6 +56,11 @@ def build_report(sweep_dir: str | Path) -> Path:
         curves = write_tuning_curves(selection, tuned_keys(selection), sweep_dir / "plots" / "tuning_curves.png")
         plots += [curves] if curves else []
     extra += optuna_section(sweep_dir)  # '' unless the sweep ran an Optuna study
+    if suite:  # a sweep over a suite's tasks: the across-task statistics, and the papers' Table 1 as report.tex
+        section, suite_plots, latex = suite_section(table, compared, sweep_dir / "plots")
+        extra, plots = section + extra, plots + suite_plots
+        tables = (sweep_dir / "report.tex").read_text() if (sweep_dir / "report.tex").is_file() else ""
+        atomic_write_text(sweep_dir / "report.tex", latex + "\n" + tables)
     report = write_markdown(results, sweep_dir / "report.md", plots, title=sweep_dir.name, table=table, extra=extra)
     log.info("Report: %s (%d jobs)", report, len(results))
     return report

@@ -11,6 +11,9 @@ import yaml
 
 from transferlab.utils.errors import TransferlabError
 
+# Arms are compared within one task of a suite and one training-set size: each is its own family of tests.
+COMPARISON = ["task", "train_size"]
+
 
 def read_yaml(path: Path):
     """A YAML file's content, or None when it is missing or unreadable."""
@@ -47,6 +50,7 @@ def _job_row(job_dir: Path) -> dict:
         "alpha": strategy.get("alpha"),
         "seed": cfg.get("seed"),
         "train_size": (cfg.get("data") or {}).get("train_size"),
+        "task": (cfg.get("data") or {}).get("task") or "",  # a suite's task ("" for a single dataset)
     }
     if isinstance(row["alpha"], str) and isinstance(row["r"], int):
         from transferlab.config.resolvers import resolve_alpha
@@ -92,7 +96,7 @@ def collect_results(sweep_dir: str | Path) -> pd.DataFrame:
 def _distinct_arms(df: pd.DataFrame) -> pd.DataFrame:
     """Give jobs that share a label, size and seed but differ in other settings (``strategy.lr=1e-3,1e-4``) their
     own arms, named by their overrides: seeds of one arm must be replications, not other settings."""
-    key = ["label", "train_size", "seed"]
+    key = ["label", *COMPARISON, "seed"]
     dup = df.duplicated(key, keep=False)
     if dup.any():
         settings = df.loc[dup, "overrides"].map(lambda o: " ".join(x for x in o.split() if not x.startswith("seed=")))
@@ -103,12 +107,12 @@ def _distinct_arms(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std over seeds per (label, train_size) for the successful jobs, sorted by mean test/acc."""
+    """Mean and std over seeds per (label, task, train_size) for the successful jobs, sorted by mean test/acc."""
     ok = df[df["status"] == "ok"].copy()
     if ok.empty:
         return ok
     metrics = [c for c in ok.columns if "/" in c and pd.api.types.is_numeric_dtype(ok[c])]
-    grouped = ok.groupby(["label", "train_size"], sort=False)
+    grouped = ok.groupby(["label", *COMPARISON], sort=False)
     mean = grouped[metrics].mean()
     std = grouped[metrics].std(ddof=1).fillna(0.0).add_suffix(" std")
     out = mean.join(std)

@@ -1,7 +1,7 @@
 """A sweep's arms with their statistics: accuracy intervals, paired tests against the best arm, the tie group.
 
-Arms are compared within one training-set size (a sweep over sizes asks "which strategy wins at this size"),
-so each size is its own family of tests for Holm's correction.
+Arms are compared within one task of a suite and one training-set size (a sweep over sizes asks "which strategy
+wins at this size"), so each (task, size) is its own family of tests for Holm's correction.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from transferlab.predictions import load_predictions
-from transferlab.reporting.collect import summarize
+from transferlab.reporting.collect import COMPARISON, summarize
 from transferlab.reporting.stats import arms_from_jobs, compare_arms
 
 ALPHA = 0.05
@@ -24,7 +24,8 @@ NO_PREDICTIONS_HINT = (
 
 
 def compare_sweep(df: pd.DataFrame, sweep_dir: str | Path, alpha: float = ALPHA) -> pd.DataFrame:
-    """``summarize(df)`` (means over seeds) joined with :func:`compare_arms` per training-set size, best first.
+    """``summarize(df)`` (means over seeds) joined with :func:`compare_arms` per task and training-set size, best
+    first.
 
     Adds ``acc``, ``low``, ``high``, ``interval``, ``rank``, ``p_value``, ``p_holm``, ``p_seeds``,
     ``p_seeds_holm``, ``tie_group`` and ``test_note`` to each arm; ``attrs`` holds alpha, the confidence level and the test's name.
@@ -34,7 +35,7 @@ def compare_sweep(df: pd.DataFrame, sweep_dir: str | Path, alpha: float = ALPHA)
         return summary
     ok = df[df["status"] == "ok"]
     tables = []
-    for size, jobs in ok.groupby("train_size", sort=False):
+    for (task, size), jobs in ok.groupby(COMPARISON, sort=False):
         records = []
         for _, job in jobs.iterrows():
             predictions = load_predictions(Path(sweep_dir) / str(job["job"]))
@@ -46,14 +47,13 @@ def compare_sweep(df: pd.DataFrame, sweep_dir: str | Path, alpha: float = ALPHA)
                 "target": None if predictions is None else predictions["target"],
             })  # fmt: skip
         table = compare_arms(arms_from_jobs(records), alpha=alpha)
-        tables.append(table.assign(train_size=size))
+        tables.append(table.assign(task=task, train_size=size))
     stats = pd.concat(tables, ignore_index=True)
     stats = stats.drop(columns="seeds")  # summarize counts the seeds already
-    merged = summary.merge(stats, on=["label", "train_size"], how="left")
-    size_order = {s: i for i, s in enumerate(ok["train_size"].drop_duplicates())}
-    merged = merged.sort_values(
-        ["train_size", "rank"], key=lambda c: c.map(size_order) if c.name == "train_size" else c, ignore_index=True
-    )
+    merged = summary.merge(stats, on=["label", *COMPARISON], how="left")
+    order = {key: i for i, key in enumerate(ok[COMPARISON].drop_duplicates().itertuples(index=False, name=None))}
+    merged["_order"] = [order[key] for key in merged[COMPARISON].itertuples(index=False, name=None)]
+    merged = merged.sort_values(["_order", "rank"], ignore_index=True).drop(columns="_order")
     merged.attrs.update(tables[0].attrs)
     return merged
 

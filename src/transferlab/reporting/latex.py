@@ -84,18 +84,24 @@ def write_latex_table(table: pd.DataFrame, path: str | Path, **kwargs) -> Path:
 def write_latex_tables(table: pd.DataFrame, path: str | Path, note: str = "") -> Path:
     """report.tex for a sweep: one table, or one per training-set size (each size is its own comparison);
     ``note`` ends every caption (e.g. the hyperparameters protocol=tuned chose)."""
-    sizes = table["train_size"].drop_duplicates().tolist() if "train_size" in table else [None]
-    if len(sizes) == 1:
+    keys = [k for k in ("task", "train_size") if k in table]
+    groups = table[keys].drop_duplicates().itertuples(index=False, name=None) if keys else [()]
+    groups = list(groups)
+    if len(groups) == 1:
         return write_latex_table(table, path, caption=f"{_CAPTION} {note}".strip())
     parts = []
-    for size in sizes:
-        rows = table[table["train_size"] == size].copy()
+    for group in groups:
+        where = dict(zip(keys, group, strict=True))
+        rows = table[(table[keys] == pd.Series(where)).all(axis=1)].copy()
         rows.attrs = table.attrs
+        task, size = where.get("task") or "", where.get("train_size")
+        on = f"on {task} " if task else ""
         caption = (
-            f"Comparison of transfer-learning strategies with {size} training images, ranked by mean test accuracy. "
-            f"{note}"
+            f"Comparison of transfer-learning strategies {on}with {size} training images, ranked by mean test "
+            f"accuracy. {note}"
         ).strip()
-        parts.append(latex_table(rows, caption=caption, label=f"tab:strategy-comparison-{size}"))
+        tag = "-".join(str(v) for v in group if v != "")
+        parts.append(latex_table(rows, caption=caption, label=f"tab:strategy-comparison-{tag}"))
     return atomic_write_text(path, "\n".join(parts))
 
 

@@ -52,9 +52,10 @@ def ranking_table(df: pd.DataFrame, sweep_dir: str | Path, table: pd.DataFrame |
     if table.empty:
         return "_No job finished successfully._\n"
     show_size = table["train_size"].nunique() > 1
+    show_task = table["task"].nunique() > 1 if "task" in table else False
     with_seeds = "p_seeds" in table and table["p_seeds"].notna().any()
     with_adapters = "adapter/size_mb" in table and table["adapter/size_mb"].notna().any()
-    head = ["#", "strategy", *(["train size"] if show_size else []), "test acc [95% interval]", "interval",
+    head = ["#", "strategy", *(["task"] if show_task else []), *(["train size"] if show_size else []), "test acc [95% interval]", "interval",
             "McNemar p (Holm) vs best", *(["seeds p (Holm) vs best"] if with_seeds else []), "tie with best", "test F1 (macro)", "trainable params", "trainable %", "fit time (s)",
             "train img/s", "peak mem (MB)", "fit mem increase (MB)", "checkpoint (MB)",
             *(["adapter (MB)"] if with_adapters else []), "seeds"]  # fmt: skip
@@ -62,7 +63,7 @@ def ranking_table(df: pd.DataFrame, sweep_dir: str | Path, table: pd.DataFrame |
     for _, row in table.iterrows():
         fit_time = _pm(row, "time/fit_s", ".0f") + (" (warm cache)" if row.get("feature_cache") == "warm" else "")
         cells = [str(int(row["rank"])) if pd.notna(row.get("rank")) else "–", row["label"],
-                 *([str(row["train_size"])] if show_size else []), _acc_interval(row), _interval_kind(row), _p(row),
+                 *([str(row["task"])] if show_task else []), *([str(row["train_size"])] if show_size else []), _acc_interval(row), _interval_kind(row), _p(row),
                  *([_p(row, "p_seeds_holm")] if with_seeds else []), _tie(row), _pm(row, "test/f1_macro", ".4f"), _num(row.get("params/trainable"), ",.0f"),
                  _num(row.get("params/trainable_pct"), ".2f"), fit_time,
                  _num(row.get("throughput/train_samples_per_s"), ".0f"), _num(row.get("memory/peak_mb"), ".0f"),
@@ -73,16 +74,28 @@ def ranking_table(df: pd.DataFrame, sweep_dir: str | Path, table: pd.DataFrame |
 
 
 def summary_lines(table: pd.DataFrame) -> list[str]:
-    """The plain-language verdict, one line per training-set size."""
+    """The plain-language verdict, one line per task and training-set size."""
     if table.empty:
         return []
     lines = []
-    for size, rows in table.groupby("train_size", sort=False):
+    keys = [k for k in ("task", "train_size") if k in table]
+    for key, rows in table.groupby(keys, sort=False):
         rows = rows.reset_index(drop=True)
         rows.attrs = table.attrs
-        prefix = f"**{size} training images:** " if table["train_size"].nunique() > 1 else ""
+        task, size = key if len(keys) == 2 else ("", key[0])
+        prefix = f"**{task}:** " if "task" in table and table["task"].nunique() > 1 else ""
+        prefix += f"**{size} training images:** " if table["train_size"].nunique() > 1 else ""
         lines.append(f"- {prefix}{summary_sentence(rows)}")
     return lines
+
+
+def _within(table: pd.DataFrame) -> str:
+    """Where the Holm families are: ' at each training-set size', ' within each task', both, or ''."""
+    tasks = "task" in table and table["task"].nunique() > 1
+    sizes = table["train_size"].nunique() > 1
+    if tasks:
+        return " within each task and training-set size" if sizes else " within each task"
+    return " at each training-set size" if sizes else ""
 
 
 def _method_note(table: pd.DataFrame) -> str:
@@ -94,7 +107,7 @@ def _method_note(table: pd.DataFrame) -> str:
         "the `interval` column says which. Every arm is compared with the best arm on the same test examples by an "
         "exact McNemar test (a binomial test on the examples exactly one of the two gets right); with several "
         "seeds, seed k of one arm is paired with seed k of the other and the discordant counts are pooled into one "
-        f"test. The p-values are Holm-adjusted over the arms compared{' at each training-set size' if table['train_size'].nunique() > 1 else ''}; "
+        f"test. The p-values are Holm-adjusted over the arms compared{_within(table)}; "
         f"the **tie group** is the best arm and every arm not significantly worse than it at alpha = {alpha:g}. "
         "The pooled McNemar test sees only test-set noise (every seed reuses the same test examples), so where two "
         "arms share 2 or more seeds a difference must also pass a paired t-test over the per-seed accuracies (the "
