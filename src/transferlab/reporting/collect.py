@@ -60,6 +60,7 @@ def _job_row(job_dir: Path) -> dict:
         row["label"] = str(strategy.get("name") or "unknown strategy")
         row["family"] = "other"
     row.update({k: v for k, v in metrics.items() if k not in ("strategy", "seed")})
+    row["task"] = metrics.get("data/task") or row["task"]  # what training wrote first, its config otherwise
     protocol = cfg.get("protocol") or {}
     for key in ("stage", "arm"):  # a failed job's metrics.json holds only the error: its config says the rest
         if row.get(key) is None and protocol.get(key) is not None:
