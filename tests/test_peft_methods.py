@@ -249,3 +249,18 @@ def test_a_method_that_cannot_merge_says_so_in_one_line(tmp_path, monkeypatch):
         module.plain_network()
     assert str(info.value).startswith("LoHa adapters cannot be merged into a plain model (Merging is not supported")
     assert "adapter/" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_checkpoint_config_from_before_declared_knobs_still_rebuilds(tmp_path):
+    """Runs saved before presets declared ``knobs`` stored r, alpha, ... flat and resolved: eval/export rebuild them."""
+    from omegaconf import OmegaConf
+
+    from transferlab.build import strategy_arguments
+    from transferlab.checkpoints import run_config
+
+    stored = OmegaConf.to_container(compose_config(tmp_path, [*TINY, "strategy=lora", "strategy.r=4"]), resolve=False)
+    stored.pop("hydra")
+    stored = OmegaConf.to_container(OmegaConf.create(stored), resolve=True)
+    del stored["strategy"]["knobs"]
+    arguments = strategy_arguments(run_config({"transferlab": {"config": stored}}))
+    assert "r" not in arguments and arguments["peft_config"]["r"] == 4

@@ -69,7 +69,7 @@ def build_datamodule(cfg: DictConfig) -> LightningDataModule:
     )
 
 
-def _constructor_keys(cls) -> set[str]:
+def constructor_keys(cls) -> set[str]:
     """Every named argument of ``cls.__init__`` and of the ``__init__``s its ``**kwargs`` reach up the MRO."""
     keys = set()
     for klass in cls.__mro__:
@@ -95,7 +95,7 @@ def strategy_arguments(cfg: DictConfig) -> dict:
     knobs = strategy.pop("knobs", None) or []
     for key in ("name", "search", *knobs):
         strategy.pop(key, None)
-    known = _constructor_keys(hydra.utils.get_class(strategy["_target_"])) | {"_target_"}
+    known = constructor_keys(hydra.utils.get_class(strategy["_target_"])) | {"_target_"}
     unknown = [key for key in strategy if key not in known]
     if unknown:
         key = unknown[0]

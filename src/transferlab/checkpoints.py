@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from transferlab.build import build_run
+from transferlab.build import build_run, constructor_keys
 from transferlab.utils.errors import TransferlabError
 
 
@@ -53,9 +53,23 @@ def read_checkpoint(path: str | Path) -> dict:
     return checkpoint
 
 
+def _declare_old_knobs(cfg: DictConfig) -> None:
+    """A PEFT preset's config stored before presets declared their knobs (r, alpha, ... flat beside the strategy's
+    arguments, already resolved into its peft_config): the keys its constructor does not take were its knobs."""
+    strategy = cfg.get("strategy")
+    if strategy is None or "knobs" in strategy or "peft_config" not in strategy:
+        return
+    from hydra.utils import get_class
+
+    taken = constructor_keys(get_class(strategy._target_)) | {"_target_", "name", "search"}
+    with open_dict(strategy):
+        strategy.knobs = [str(k) for k in strategy if k not in taken]
+
+
 def run_config(checkpoint: dict, data_root: str | None = None, output_dir: str | None = None) -> DictConfig:
     """The training run's resolved config, optionally pointed at new data and output folders."""
     cfg = OmegaConf.create(checkpoint["transferlab"]["config"])
+    _declare_old_knobs(cfg)
     with open_dict(cfg):
         if data_root:
             cfg.data.root = data_root
