@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from transferlab.build import build_run, constructor_keys
 from transferlab.utils.errors import TransferlabError
+from transferlab.utils.io import refused_code
 
 
 def _load(path: Path) -> dict:
@@ -31,7 +32,7 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         checkpoint = _load(path)
     except pickle.UnpicklingError as e:
-        if "unsupported global" not in str(e).lower():  # garbage bytes, not a pickle that names a class to run
+        if not refused_code(e):  # garbage bytes, not a pickle that names a class to run
             raise TransferlabError(
                 f"Checkpoint {path} is corrupt or not a checkpoint (unreadable pickle). Use another one, e.g. last.ckpt."
             ) from e

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from transferlab.utils.errors import TransferlabError
+from transferlab.utils.io import refused_code
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "unsupported global" not in str(e).lower():  # garbage bytes, not a pickle that names a class to run
+        if not refused_code(e):  # garbage bytes, not a pickle that names a class to run
             raise TransferlabError(
                 f"Weights file {path} is corrupt or not a weights file (unreadable pickle). Re-download or re-export it."
             ) from e

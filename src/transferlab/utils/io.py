@@ -103,3 +103,9 @@ def sqlite_path(url: str | None) -> Path | None:
         return None
     path = str(url)[len("sqlite:///") :].split("?", 1)[0]
     return Path(path) if path and path != ":memory:" else None
+
+
+def refused_code(error: Exception) -> bool:
+    """Whether ``torch.load(weights_only=True)`` refused a pickle because it names code to run (an "unsupported
+    global"), rather than failing on garbage bytes: the two get different advice. torch says so only in its text."""
+    return "unsupported global" in str(error).lower()
