@@ -39,6 +39,8 @@ def test_every_group_option_composes(tmp_path, group, option):
     overrides = [f"{prefix}{group}={option}"]
     if option == "imagefolder":
         overrides.append("data.root=/some/images")
+    if option in ("vtab1k", "vtab1k_suite"):  # a suite needs its folder and a task
+        overrides += ["data.root=/some/suite", "data.task=dtd"]
     cfg = compose_config(tmp_path, overrides)
     OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
     # the strategy is a preset users can name, and its class is a TransferModule
