@@ -29,7 +29,7 @@ def friedman(scores: pd.DataFrame) -> dict:
     n_tasks, n_arms = scores.shape
     out = {"tasks": n_tasks, "arms": n_arms, "statistic": float("nan"), "p": float("nan"), "note": ""}
     if n_arms < 3 or n_tasks < 2:
-        out["note"] = f"needs at least 3 arms and 2 tasks (has {n_arms} arms, {n_tasks} tasks)"
+        out["note"] = f"it needs at least 3 arms and 2 tasks; here {n_arms} arms, {n_tasks} tasks"
         return out
     result = sps.friedmanchisquare(*(scores[c].to_numpy(float) for c in scores.columns))
     out.update(statistic=float(result.statistic), p=float(result.pvalue))
