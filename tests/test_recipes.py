@@ -42,8 +42,9 @@ def test_recipe_add_a_model(tmp_path):
 
 
 def test_recipe_add_a_dataset(tmp_path, monkeypatch):
-    from transferlab.data import sources
+    from transferlab.data import registry
     from transferlab.data.datasets import TensorImages
+    from transferlab.data.sources import SourceData
 
     def stripes(seed: int = 0, **_):
         """Two classes of made-up images: horizontal vs vertical stripes."""
@@ -53,9 +54,9 @@ def test_recipe_add_a_dataset(tmp_path, monkeypatch):
         images[40:, :, :, ::4] = 255
         labels = torch.tensor([0] * 40 + [1] * 40)
         full = TensorImages(images, labels, ["horizontal", "vertical"])
-        return full, TensorImages(images[::4], labels[::4], full.classes)
+        return SourceData(full, TensorImages(images[::4], labels[::4], full.classes))
 
-    monkeypatch.setitem(sources.SOURCES, "stripes", stripes)
+    monkeypatch.setitem(registry.SOURCES, "stripes", stripes)
     search = _configs(tmp_path, "data", "stripes", "defaults:\n  - digits\n  - _self_\nname: stripes\nnum_classes: 2\n")
     metrics = _run(tmp_path, search, "data=stripes", "data.train_size=40", "data.val_size=10")
     assert metrics["status"] == "ok" and metrics["data"] == "stripes"
