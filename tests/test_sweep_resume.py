@@ -20,7 +20,7 @@ from omegaconf import OmegaConf, open_dict, read_write
 from tests.helpers import ROOT, TINY, compose_config, read_metrics, subprocess_env
 from transferlab.sweeps import interrupt
 from transferlab.sweeps.job import resume_command
-from transferlab.sweeps.resume import comparable_config, prepare_job, write_record
+from transferlab.sweeps.resume import comparable_config, plan_job, prepare_job, write_record
 from transferlab.train import train
 
 PAUSE_JOB, PAUSE_FILE = "TRANSFERLAB_TEST_PAUSE_JOB", "TRANSFERLAB_TEST_PAUSE_FILE"
@@ -85,6 +85,21 @@ def test_same_config_ignores_paths_loggers_and_labels(tmp_path):
     assert comparable_config(moved) == base
     assert comparable_config(compose_config(tmp_path, [*TINY, "strategy.lr=0.5"])) != base
     assert comparable_config(compose_config(tmp_path, [*TINY, "seed=1"])) != base
+
+
+def test_a_key_added_later_with_a_null_default_keeps_finished_jobs(tmp_path):
+    """A job finished before transferlab added ``data.task`` (null by default) or declared LoRA's ``knobs`` is
+    skipped, not re-run; the same key set to a value is a change."""
+    cfg, job = _sweep_job(tmp_path, "strategy=lora")
+    old = OmegaConf.to_container(cfg, resolve=False)
+    old.pop("hydra")
+    del old["data"]["task"], old["strategy"]["knobs"]  # the record an older transferlab wrote
+    (job / "job_config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(old)))
+    (job / "metrics.json").write_text(json.dumps({"status": "ok", "val/acc": 0.5}))
+    assert plan_job(job, cfg).action == "skip"
+    with open_dict(cfg):
+        cfg.data.task = "dtd"
+    assert plan_job(job, cfg).action == "run"
 
 
 def test_skipped_job_returns_its_metric_and_keeps_its_file(tmp_path):

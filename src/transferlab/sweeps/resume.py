@@ -32,6 +32,7 @@ IGNORED_KEYS = (
     "optimized_metric",  # read from the metrics on skip, so a new choice needs no re-run
     "callbacks.rich_progress_bar",
     "callbacks.lr_monitor",
+    "strategy.knobs",  # declares which keys the preset's peft_config reads; their values are compared
 )
 # What a job leaves in its folder that is not a run output: Hydra's files, its (open) log, our record, earlier moves.
 _KEEP = (".hydra", RECORD)
@@ -57,6 +58,19 @@ def comparable_config(cfg: DictConfig | dict) -> dict:
         if isinstance(node, dict):
             node.pop(leaf, None)
     return data
+
+
+def _without_new_nulls(new: dict, old: dict) -> dict:
+    """``new`` less the keys ``old`` lacks whose value is null: a key that a later transferlab added with a null
+    default (``data.task``) changes nothing that the earlier run computed, so upgrading mid-sweep re-runs nothing."""
+    out = {}
+    for key, value in new.items():
+        if key not in old and value is None:
+            continue
+        out[key] = (
+            _without_new_nulls(value, old[key]) if isinstance(value, dict) and isinstance(old.get(key), dict) else value
+        )
+    return out
 
 
 def _read_record(job_dir: Path) -> dict | None:
@@ -90,7 +104,7 @@ def plan_job(job_dir: str | Path, cfg: DictConfig) -> JobPlan:
     record = _read_record(job_dir)
     if record is None:
         return JobPlan("run", "no config record from an earlier run" if _leftovers(job_dir) else "new job")
-    if comparable_config(record) != comparable_config(cfg):
+    if comparable_config(record) != _without_new_nulls(comparable_config(cfg), comparable_config(record)):
         return JobPlan("run", "its config changed since the earlier run")
     metrics = read_metrics(job_dir)
     if metrics is not None and metrics.get("status") == "ok":
