@@ -89,6 +89,22 @@ def test_report_lists_a_failed_arm_and_ranks_nothing_from_tune_jobs(tmp_path):
     assert "| lr=0.01 | 0.7000 |" in line_b and line_b.endswith("| 5 |")  # chosen, its score, summed fit time
 
 
+def test_a_choice_at_the_edge_of_its_grid_is_flagged_and_a_tpe_space_never():
+    import pandas as pd
+
+    from transferlab.reporting.protocol_summary import grid_edges
+
+    trials = pd.DataFrame({"strategy.lr": ["1e-4", "3e-4", "1e-3"], "strategy.r": ["", "", ""]})
+    grid = {"lr": "choice(1e-4, 3e-4, 1e-3)"}
+    top, inside, bottom = (trials.iloc[i] for i in (2, 1, 0))
+    keys = ["strategy.lr", "strategy.r"]
+    assert grid_edges(trials, top, keys, grid) == ["lr: top of the grid"]
+    assert grid_edges(trials, bottom, keys, grid) == ["lr: bottom of the grid"]
+    assert grid_edges(trials, inside, keys, grid) == []
+    assert grid_edges(trials, top, keys, {"lr": "tag(log, interval(1e-4, 1e-2))"}) == []  # TPE: bounds untried
+    assert grid_edges(trials.iloc[1:], top, keys, grid) == []  # two points have no inside
+
+
 def test_preset_point_compares_numbers_as_numbers():
     assert same_point({"strategy.lr": "3e-3"}, {"strategy.lr": "0.003"})
     assert not same_point({"strategy.lr": "1e-2"}, {"strategy.lr": "0.003"})

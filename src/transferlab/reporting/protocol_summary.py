@@ -44,10 +44,32 @@ def _score(text: str) -> str:
     return "failed" if text == "" else f"{float(text):.4f}"
 
 
-def _space(sweep_dir: Path, job: str) -> str:
+def _search(sweep_dir: Path, job: str) -> dict:
     cfg = read_yaml(sweep_dir / job / ".hydra" / "config.yaml") or {}
     search = ((cfg.get("strategy") or {}).get("search")) or {}
-    return ", ".join(f"{k}: {v}" for k, v in search.items() if v is not None) or "none (the preset)"
+    return {k: v for k, v in search.items() if v is not None}
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def grid_edges(trials: pd.DataFrame, best: pd.Series, keys: list[str], search: dict) -> list[str]:
+    """Keys on a grid (``choice``/``range``) whose chosen value is the largest or smallest of 3 or more tried
+    (``"backbone_lr: top of the grid"``): the best value may lie outside the space, which should then be widened."""
+    notes = []
+    for key in keys:
+        short = key.removeprefix("strategy.")
+        tried = sorted({v for v in map(_number, trials[key]) if v is not None})
+        value = _number(best[key])
+        if not str(search.get(short, "")).startswith(("choice(", "range(")) or len(tried) < 3 or value is None:
+            continue  # a TPE space's bounds are not among the values tried; two points have no inside
+        if value in (tried[0], tried[-1]):
+            notes.append(f"{short}: {'top' if value == tried[-1] else 'bottom'} of the grid")
+    return notes
 
 
 def protocol_section(sweep_dir: str | Path, results: pd.DataFrame, selection: pd.DataFrame) -> str:
@@ -74,6 +96,7 @@ def protocol_section(sweep_dir: str | Path, results: pd.DataFrame, selection: pd
     ]
     for arm, trials in selection.groupby("arm", sort=False):
         ok = trials[trials["score"] != ""]
+        search = _search(sweep_dir, str(trials["job"].iloc[0]))
         jobs = tune[tune["job"].astype(str).isin(trials["job"])]
         label = str(jobs["label"].iloc[0]) if len(jobs) and "label" in jobs else "–"
         compute = jobs["time/fit_s"].sum() if "time/fit_s" in jobs else float("nan")
@@ -91,8 +114,9 @@ def protocol_section(sweep_dir: str | Path, results: pd.DataFrame, selection: pd
                 change = "preset kept" if same else (
                     f"{_values(before, keys)} ({_score(before['score'])}) → {_values(best, keys)} ({_score(best['score'])})"
                 )  # fmt: skip
-            cells = [_values(best, keys), _score(best["score"]), change]
-        space = _space(sweep_dir, str(trials["job"].iloc[0]))
+            edges = grid_edges(trials, best, keys, search)
+            cells = [_values(best, keys) + (f" ({'; '.join(edges)})" if edges else ""), _score(best["score"]), change]
+        space = ", ".join(f"{k}: {v}" for k, v in search.items()) or "none (the preset)"
         lines.append(
             f"| {arm} | {label} | {space} | {len(trials)} ({len(ok)}) | {scores} | "
             + " | ".join(cells)
@@ -100,7 +124,9 @@ def protocol_section(sweep_dir: str | Path, results: pd.DataFrame, selection: pd
         )
     lines.append(
         "\n_preset → tuned_ compares validation scores, for arms whose preset point is in their space; tuning "
-        "compute is the summed fit time of the arm's tune jobs. The tuning-curve plot shows validation score "
-        "against each arm's first tuned key._\n"
+        "compute is the summed fit time of the arm's tune jobs. _top (bottom) of the grid_: the chosen value is the "
+        "largest (smallest) of the 3 or more tried, so the best may lie outside the space: widen it to check "
+        "(`strategy.search.KEY=...`, README). The tuning-curve plot shows validation score against each arm's "
+        "first tuned key._\n"
     )
     return "\n".join(lines)
