@@ -74,6 +74,23 @@ def test_kumar_directions_are_worded_as_found_when_they_fail(tmp_path):
     assert "fine-tuning loses to the linear probe out of distribution*: **is reversed**" in section
 
 
+def test_kumar_direction_needs_the_seed_test_too_not_only_the_pooled_mcnemar(tmp_path):
+    # LP-FT is 3.3 points ahead on shifted data on average: pooled over 6,000 shifted predictions McNemar rejects,
+    # but the per-seed differences (-8, +13, +5 points) do not survive the paired t-test over seeds.
+    sweep = tmp_path / "sweep"
+    for seed, lp_ft_shifted in enumerate((0.62, 0.83, 0.75)):
+        _job(sweep, 2 * seed, FT, seed, 0.86, 0.70)
+        _job(sweep, 2 * seed + 1, LP_FT, seed, 0.87, lp_ft_shifted)
+    section = build_report(sweep).read_text().split("## Distribution shift")[1]
+    line = next(s for s in section.splitlines() if "LP-FT beats fine-tuning out of distribution" in s)
+    assert "points the predicted way but is **not significant** across seeds" in line
+    assert "+3.33 points over 3 seed(s), McNemar p_holm <0.001, seeds p_holm 0." in line  # no "0" or "1e-27" p
+    lp_ft_row = next(s for s in section.splitlines() if s.startswith("| 1000 | lp_ft |"))
+    ft_row = next(s for s in section.splitlines() if s.startswith("| 1000 | fine_tuning |"))
+    assert lp_ft_row.endswith("| best | – | yes |")
+    assert ft_row.endswith("| yes |") and "| <0.001 |" in ft_row  # tied on shifted data: the seeds test does not reject
+
+
 def test_no_shift_section_without_shifts(tmp_path):
     sweep = tmp_path / "sweep"
     _job(sweep, 0, FE, 0, 0.8, None)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from transferlab.reporting.comparison import NO_PREDICTIONS_HINT, compare_sweep, untested_without_predictions
-from transferlab.reporting.stats import NOTE_BEST, summary_sentence
+from transferlab.reporting.stats import NOTE_BEST, format_p, summary_sentence
 from transferlab.utils.io import atomic_write_text
 
 
@@ -43,7 +43,7 @@ def _p(row, key: str = "p_holm") -> str:
     p = row.get(key)
     if p is None or pd.isna(p):
         return "–" if row.get("test_note") == NOTE_BEST or key != "p_holm" else str(row.get("test_note", "n/a"))
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
+    return format_p(p)
 
 
 def ranking_table(df: pd.DataFrame, sweep_dir: str | Path, table: pd.DataFrame | None = None) -> str:

@@ -16,7 +16,15 @@ from matplotlib.figure import Figure
 
 from transferlab.predictions import load_predictions
 from transferlab.reporting.plots import arm_colors
-from transferlab.reporting.stats import arms_from_jobs, compare_arms, holm, paired_test, t_interval
+from transferlab.reporting.stats import (
+    arms_from_jobs,
+    compare_arms,
+    format_p,
+    holm,
+    paired_test,
+    seed_paired_t,
+    t_interval,
+)
 from transferlab.utils.io import atomic_write
 
 ALPHA = 0.05
@@ -59,7 +67,8 @@ def _gap(jobs: pd.DataFrame) -> tuple[float, float, float]:
 
 def shift_table(df: pd.DataFrame, sweep_dir: str | Path) -> pd.DataFrame:
     """One row per arm and training-set size: clean and mean shifted accuracy with intervals, the gap (clean minus
-    shifted, t interval over seeds) and the shifted accuracy's Holm-adjusted exact McNemar test vs the best arm."""
+    shifted, t interval over seeds) and the shifted accuracy's tests vs the best arm (Holm-adjusted exact McNemar,
+    paired t over seeds, tie group: :func:`~transferlab.reporting.stats.compare_arms`)."""
     labels = shift_labels(df)
     ok = df[(df["status"] == "ok") & df.get("test_shift/mean_acc", pd.Series(np.nan, index=df.index)).notna()]
     if not labels or ok.empty:
@@ -77,7 +86,8 @@ def shift_table(df: pd.DataFrame, sweep_dir: str | Path) -> pd.DataFrame:
                 "clean": arm["acc"], "clean_low": arm["low"], "clean_high": arm["high"],
                 "shifted": sh["acc"], "shifted_low": sh["low"], "shifted_high": sh["high"],
                 "gap": gap, "gap_low": gap_low, "gap_high": gap_high,
-                "shifted_p_holm": sh["p_holm"], "shifted_note": sh["test_note"],
+                "shifted_p_holm": sh["p_holm"], "shifted_p_seeds_holm": sh["p_seeds_holm"],
+                "shifted_tie_group": sh["tie_group"], "shifted_note": sh["test_note"],
             })  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -92,7 +102,8 @@ def _ci(row, key: str) -> str:
 
 
 def _direction(jobs: pd.DataFrame, sweep_dir: Path, labels: list[str], better: str, worse: str, shifted: bool):
-    """Mean difference (better minus worse, over shared seeds) and the pooled exact McNemar p, on clean or shifted."""
+    """Mean difference (better minus worse, over shared seeds), the pooled exact McNemar p and the paired t-test's p
+    over seeds (NaN with fewer than 2 shared seeds), on clean or shifted accuracy."""
     arms = {}
     for strategy in (better, worse):
         rows = jobs[jobs["strategy"] == strategy]
@@ -104,22 +115,38 @@ def _direction(jobs: pd.DataFrame, sweep_dir: Path, labels: list[str], better: s
         return None
     col = "test_shift/mean_acc" if shifted else "test/acc"
     correct = {k: [] for k in (better, worse)}
-    diffs = []
+    accs = {k: {} for k in (better, worse)}
     for seed in seeds:
-        accs = {}
         for strategy, rows in arms.items():
             job = rows[rows["seed"] == seed].iloc[0]
-            accs[strategy] = job[col]
+            accs[strategy][seed] = job[col]
             folder = sweep_dir / str(job["job"])
             parts = (
                 [load_predictions(folder, shift=label) for label in labels] if shifted else [load_predictions(folder)]
             )
             correct[strategy].append(None if any(p is None for p in parts) else np.concatenate([p["pred"] == p["target"] for p in parts]))  # fmt: skip
-        diffs.append(accs[better] - accs[worse])
     have = all(c is not None for cs in correct.values() for c in cs)
     p = paired_test(correct[better], correct[worse])["p_value"] if have else np.nan
-    return {"diff": float(np.mean(diffs)), "p": p, "label_better": arms[better]["label"].iloc[0],
-            "label_worse": arms[worse]["label"].iloc[0], "seeds": len(seeds)}  # fmt: skip
+    diff = float(np.mean([accs[better][s] - accs[worse][s] for s in seeds]))
+    return {"diff": diff, "p": p, "p_seeds": seed_paired_t(accs[better], accs[worse]),
+            "label_better": arms[better]["label"].iloc[0], "label_worse": arms[worse]["label"].iloc[0],
+            "seeds": len(seeds)}  # fmt: skip
+
+
+def _verdict(diff: float, p: float, p_seeds: float) -> str:
+    """How a direction came out. As in the ranking's tie group, a difference is significant only when it beats
+    both the test-set noise (pooled McNemar) and, with 2+ seeds, the seed-to-seed spread (paired t over seeds)."""
+    significant = p <= ALPHA and (pd.isna(p_seeds) or p_seeds <= ALPHA)
+    noise_only = p <= ALPHA and not significant  # beats the test-set noise, not a rerun with new seeds
+    if diff > 0 and significant:
+        return "**holds**"
+    if diff > 0:
+        return "points the predicted way but is **not significant**" + (" across seeds" if noise_only else "")
+    if diff < 0 and significant:
+        return "**is reversed** (significant the other way)"
+    if diff < 0:
+        return "**does not hold** (the other way, not significant" + (" across seeds)" if noise_only else ")")
+    return "**does not hold** (no difference)"
 
 
 def kumar_lines(df: pd.DataFrame, sweep_dir: str | Path) -> list[str]:
@@ -142,22 +169,16 @@ def kumar_lines(df: pd.DataFrame, sweep_dir: str | Path) -> list[str]:
         if not found:
             continue
         adjusted = holm([r["p"] for _, r in found])
-        lines.append(f"Kumar et al. (ICLR 2022) at training size {size} (Holm over {len(found)} tests, alpha {ALPHA}):")
-        for (claim, r), p in zip(found, adjusted, strict=True):
-            points = 100 * r["diff"]
-            if r["diff"] > 0 and p <= ALPHA:
-                verdict = "**holds**"
-            elif r["diff"] > 0:
-                verdict = "points the predicted way but is **not significant**"
-            elif r["diff"] < 0 and p <= ALPHA:
-                verdict = "**is reversed** (significant the other way)"
-            elif r["diff"] < 0:
-                verdict = "**does not hold** (the other way, not significant)"
-            else:
-                verdict = "**does not hold** (no difference)"
-            p_text = "no paired test (no predictions)" if pd.isna(p) else f"p_holm = {p:.3g}"
-            lines.append(f"- *{claim}*: {verdict}: {r['label_better']} − {r['label_worse']} = {points:+.2f} points "
-                         f"over {r['seeds']} seed(s), {p_text}.")  # fmt: skip
+        adjusted_seeds = holm([r["p_seeds"] for _, r in found])
+        lines.append(f"Kumar et al. (ICLR 2022) at training size {size} (Holm over {len(found)} test{'s' if len(found) > 1 else ''}, alpha {ALPHA}; "
+                     "significant means both the pooled McNemar test and, with 2+ seeds, the paired t-test over "
+                     "seeds reject):")  # fmt: skip
+        for (claim, r), p, p_seeds in zip(found, adjusted, adjusted_seeds, strict=True):
+            verdict = _verdict(r["diff"], p, p_seeds)
+            p_text = "no paired test (no predictions)" if pd.isna(p) else f"McNemar p_holm {format_p(p)}"
+            seeds_text = "" if pd.isna(p_seeds) else f", seeds p_holm {format_p(p_seeds)}"
+            lines.append(f"- *{claim}*: {verdict}: {r['label_better']} − {r['label_worse']} = {100 * r['diff']:+.2f} "
+                         f"points over {r['seeds']} seed(s), {p_text}{seeds_text}.")  # fmt: skip
     return lines
 
 
@@ -198,15 +219,19 @@ def shift_section(df: pd.DataFrame, sweep_dir: str | Path, plots_dir: Path) -> t
         f"Each job's best checkpoint was tested again on {len(labels)} shifted copies of the test split "
         f"({', '.join(f'`{s}`' for s in labels)}; `data.test_shifts`, corruptions after Hendrycks & Dietterich 2019). "
         "Shifted accuracy is the mean over them; the gap is clean minus shifted (t interval over seeds). "
-        "p_holm: Holm-adjusted exact McNemar of the shifted predictions (all shifts pooled, example by example) "
-        "against the arm with the best shifted accuracy.\n",
-        "| size | arm | seeds | clean acc % | shifted acc % | gap (points) | shifted p_holm vs best |",
-        "|---|---|---|---|---|---|---|",
+        "Against the arm with the best shifted accuracy: McNemar p_holm, the Holm-adjusted exact McNemar test of the "
+        "shifted predictions (all shifts pooled, example by example); seeds p_holm, the Holm-adjusted paired t-test "
+        "over seeds; tied, whether the arm is in the best's tie group on shifted data (not significantly worse by "
+        "both tests, as in the ranking).\n",
+        "| size | arm | seeds | clean acc % | shifted acc % | gap (points) | McNemar p_holm | seeds p_holm | tied |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for _, row in table.iterrows():
-        p = row["shifted_note"] if pd.isna(row["shifted_p_holm"]) else f"{row['shifted_p_holm']:.3g}"
+        p = row["shifted_note"] if pd.isna(row["shifted_p_holm"]) else format_p(row["shifted_p_holm"])
+        p_seeds = "–" if pd.isna(row["shifted_p_seeds_holm"]) else format_p(row["shifted_p_seeds_holm"])
+        tied = {True: "yes", False: "no"}.get(row["shifted_tie_group"], "n/a")
         parts.append(f"| {row['train_size']} | {row['label']} | {row['seeds']} | {_ci(row, 'clean')} | "
-                     f"{_ci(row, 'shifted')} | {_ci(row, 'gap')} | {p} |")  # fmt: skip
+                     f"{_ci(row, 'shifted')} | {_ci(row, 'gap')} | {p} | {p_seeds} | {tied} |")  # fmt: skip
     parts.append("")
     kumar = kumar_lines(df, sweep_dir)
     if kumar:

@@ -327,6 +327,11 @@ def _binom_p(n01: int, n10: int) -> float:
     return float(min(1.0, stats.binomtest(min(n01, n10), n01 + n10, 0.5, alternative="two-sided").pvalue))
 
 
+def format_p(p: float) -> str:
+    """A p-value as a report prints it: ``<0.001`` below 0.001 (a float's tiny tail is no finding), else 3 decimals."""
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
 def _p_text(p: float) -> str:
     return "<0.001" if p < 0.001 else f"={p:.2g}" if p < 0.1 else f"={p:.2f}"
 
