@@ -61,3 +61,18 @@ def test_accuracies_without_predictions_bootstrap_over_seeds():
     assert result["resampled"] == "seeds" and result["n_star"] == pytest.approx(1000 * 5 ** (1 / 20))
     with pytest.raises(ValueError, match="at least 2 training-set sizes"):
         crossover({50: {0: 0.5}}, {50: {0: 0.6}})
+
+
+def test_no_crossing_says_how_often_the_resamples_cross():
+    # Equal means at 1,000 images (the seeds disagree there) and 0.2 apart elsewhere: the means never cross, but
+    # resamples whose seeds favour b at 1,000 do.
+    a = {n: {s: 0.8 + (0.0 if n == 1000 else 0.1) + (0.01 * s if n == 1000 else 0.0) for s in range(3)} for n in SIZES}
+    b = {
+        n: {s: 0.8 - (0.0 if n == 1000 else 0.1) + (0.01 * (2 - s) if n == 1000 else 0.0) for s in range(3)}
+        for n in SIZES
+    }
+    result = crossover(a, b, n_resamples=200)
+    assert result["n_star"] is None and 0.0 < result["share_crossing"] < 1.0
+    sentence = crossover_sentence("a", "b", result)
+    assert sentence.startswith("a is better than b at every size from 50 to 54,000 images: no crossing in the range (")
+    assert sentence.endswith(f"{result['share_crossing']:.0%} of resamples do cross).")

@@ -115,3 +115,17 @@ def test_data_size_section_states_the_crossover_with_its_interval(tmp_path):
     n_star = float(line.split("N* = ")[1].split()[0].replace(",", ""))
     low, high = (float(v.replace(",", "")) for v in line.split("[")[1].split("]")[0].split(", "))
     assert 700 < n_star < 1400 and low < true_n < high
+    assert "N counts the images" not in section  # N is the train size here: nothing to explain
+
+
+def test_data_size_section_says_when_n_is_not_the_train_size(tmp_path):
+    # A tuned refit trains on train + validation: train size 200 becomes 220 images, and N* is on that scale.
+    sweep = tmp_path / "sweep"
+    for i, size in enumerate((200, 2000)):
+        images = {"data/train_images": round(1.1 * size)}
+        _job(sweep, 2 * i, FE, 0, 0.8 if size == 200 else 0.85, None, size=size, **images)
+        _job(sweep, 2 * i + 1, FT, 0, 0.7 if size == 200 else 0.9, None, size=size, **images)
+    section = build_report(sweep).read_text().split("## When does each strategy win?")[1]
+    assert "here train size 200 trained on 220 (a tuned refit" in section
+    # +10 points at 220 images, -5 at 2,200: two thirds of the way on log N, 220 x 10^(2/3) = 1,021
+    assert "feature_extraction is better than fine_tuning below N* = 1,021 training images" in section

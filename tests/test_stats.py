@@ -21,6 +21,8 @@ from transferlab.reporting.stats import (
     bootstrap_interval,
     compare_arms,
     fingerprint_targets,
+    format_p,
+    format_tie,
     holm,
     mcnemar_exact,
     paired_test,
@@ -183,6 +185,12 @@ def test_summary_sentence():
     assert "2 could not be tested: other split (different test set), linear_probe (no predictions)" in text
     assert text.endswith("(Holm-adjusted exact McNemar vs the best, alpha = 0.05).")
     assert "nothing to compare" in summary_sentence(compare_arms([_arm("solo", BASE)]))
+
+
+def test_report_formats_for_p_values_and_tie_flags():
+    assert [format_p(p) for p in (0.0004, 0.001, 0.0456)] == ["<0.001", "0.001", "0.046"]
+    # The tie flag comes from pandas rows: numpy bools and NaN (no test decided it) must print like Python's.
+    assert [format_tie(v) for v in (True, np.bool_(False), None, float("nan"))] == ["yes", "no", "n/a", "n/a"]
 
 
 def test_equal_means_keep_the_first_arm_as_best_and_first():

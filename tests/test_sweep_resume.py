@@ -272,3 +272,59 @@ def test_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path):
     results = pd.read_csv(sweep / "results.csv")
     assert list(results["status"]) == ["ok", "ok", "ok"]
     assert list(results["test/acc"]) == list(pd.read_csv(expected / "results.csv")["test/acc"])
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux /proc), e.g. a parallel sweep's pool workers."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _gone(pid: int, timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.slow
+def test_parallel_sweep_stops_its_workers_on_sigterm_and_resumes(tmp_path):
+    # SIGTERM to the sweep's own process (kill PID, a scheduler): joblib alone died at once and left its workers
+    # training. Now the running jobs stop cleanly, no worker is left behind, and a re-run finishes the sweep.
+    sweep, paused = tmp_path / "sweep", tmp_path / "paused"
+    cmd = [*_sweep_cmd(sweep), "hydra/launcher=parallel"]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=_env(tmp_path, **{PAUSE_JOB: "1", PAUSE_FILE: str(paused)}),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    _wait_for(paused, proc)
+    workers = _children(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert workers and all(_gone(pid) for pid in workers), "a pool worker outlived the sweep"
+
+    assert read_metrics(sweep / "1")["status"] == "interrupted"
+    assert (sweep / "1" / "checkpoints" / "last.ckpt").is_file()
+    statuses = [read_metrics(job)["status"] for job in sorted(sweep.glob("[0-9]")) if (job / "metrics.json").exists()]
+    assert set(statuses) <= {"ok", "interrupted"}, statuses
+    assert "interrupted" in pd.read_csv(sweep / "results.csv")["status"].tolist()
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("interrupted:")]
+    assert lines[-1].startswith(f"interrupted: SIGTERM stopped the sweep {sweep}"), lines
+    for line in lines:  # every resume command is ours, none joblib's worker module
+        assert "python -m transferlab.train -m" in line and f"hydra.sweep.dir={sweep}" in line, line
+
+    rerun = _run(cmd, _env(tmp_path))
+    assert "Job 1 resumes from" in rerun.stdout + rerun.stderr
+    assert list(pd.read_csv(sweep / "results.csv")["status"]) == ["ok", "ok", "ok"]

@@ -2,7 +2,8 @@
 GPU of its own (claimed in the job's process, given back when it ends, fails or is killed).
 
 Hydra leaves GPU placement to the launcher, and joblib's own puts every ``devices: 1`` job on cuda:0. Here the
-launcher only sizes the pool and wraps the task; the claim itself is ``transferlab.sweeps.devices``.
+launcher only sizes the pool and wraps the task; the claim itself is ``transferlab.sweeps.devices``. Signals stop
+it as they stop ``hydra/launcher=parallel``, which it extends.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ import logging
 from collections.abc import Sequence
 
 from hydra.core.utils import JobReturn
-from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 from omegaconf import DictConfig
 
+from hydra_plugins.transferlab_parallel_launcher.parallel_launcher import ParallelLauncher
 from transferlab.sweeps.devices import DeviceClaims, default_lock_dir, visible_gpus
 
 log = logging.getLogger(__name__)
@@ -31,15 +32,15 @@ class OnClaimedGpu:
             return self.task_function(cfg)
 
 
-class GpuJobsLauncher(JoblibLauncher):
+class GpuJobsLauncher(ParallelLauncher):
     """Runs ``len(visible GPUs)`` jobs at once, one per GPU; without a GPU, one job at a time on the CPU."""
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        gpus = visible_gpus()
-        if gpus:
-            self.joblib["n_jobs"] = len(gpus)
-            self.task_function = OnClaimedGpu(self._task, gpus, str(default_lock_dir()))
-            log.info("hydra/launcher=gpus: %d job(s) at once, one per GPU (%s)", len(gpus), ", ".join(gpus))
+        """Size the pool to the visible GPUs, then launch the batch."""
+        self._gpus = visible_gpus()
+        if self._gpus:
+            self.joblib["n_jobs"] = len(self._gpus)
+            log.info("hydra/launcher=gpus: %d job(s) at once, one per GPU (%s)", len(self._gpus), ", ".join(self._gpus))
         else:
             self.joblib["n_jobs"] = 1  # joblib runs them in this process, one after another
             log.warning(
@@ -48,7 +49,8 @@ class GpuJobsLauncher(JoblibLauncher):
             )
         return super().launch(job_overrides, initial_job_idx)
 
-    def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
-        """Keep the bare task function: ``launch`` wraps it once it knows the GPUs."""
-        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
-        self._task = task_function
+    def pool_task(self):
+        """Each job on a GPU of its own, when there are GPUs."""
+        if not self._gpus:
+            return self._task
+        return OnClaimedGpu(self._task, self._gpus, str(default_lock_dir()))

@@ -101,7 +101,12 @@ def crossover_sentence(arm_a: str, arm_b: str, result: Mapping) -> str:
         if result["a_better_below"] is None:
             return f"{arm_a} and {arm_b} tie at the smallest size and do not cross from {lo_n} to {hi_n} images."
         winner, loser = (arm_a, arm_b) if result["a_better_below"] else (arm_b, arm_a)
-        return f"{winner} is better than {loser} at every size from {lo_n} to {hi_n} images: no crossing in the range."
+        # A point estimate with no crossing can still hide close curves: say how often the resamples do cross.
+        share = "" if result["share_crossing"] < 0.001 else f" ({result['share_crossing']:.0%} of resamples do cross)"
+        return (
+            f"{winner} is better than {loser} at every size from {lo_n} to {hi_n} images: no crossing in the range"
+            f"{share}."
+        )
     below, above = (arm_a, arm_b) if result["a_better_below"] else (arm_b, arm_a)
     pct = round(100 * result["confidence"])
     interval = (

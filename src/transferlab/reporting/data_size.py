@@ -37,6 +37,19 @@ def _curves(jobs: pd.DataFrame, sweep_dir: Path) -> dict[str, dict]:
     return curves
 
 
+def _size_note(jobs: pd.DataFrame) -> list[str]:
+    """A line saying why N differs from the ranking's train size, when it does (a tuned refit trains on train+val)."""
+    for _, job in jobs.iterrows():
+        n = _size(job)
+        if n is not None and job["train_size"] != "all" and n != float(job["train_size"]):
+            return [
+                f"N counts the images a job trained on (`data/train_images`), not the ranking's train size: here "
+                f"train size {job['train_size']} trained on {n:,.0f} (a tuned refit trains on its training and "
+                f"validation images together).\n"
+            ]
+    return []
+
+
 def crossover_table(df: pd.DataFrame, sweep_dir: str | Path, n_resamples: int = 1000) -> pd.DataFrame:
     """One row per pair of arms that ran at 2 or more common sizes: N*, its interval and the sentence."""
     ok = df[df["status"] == "ok"]
@@ -66,6 +79,7 @@ def data_size_section(df: pd.DataFrame, sweep_dir: str | Path) -> str:
         "(N: training images per job); the interval is the percentile bootstrap of N* (resamples without a "
         "crossing in the range are left out and counted).\n",
     ]
+    parts += _size_note(df[df["status"] == "ok"])
     parts += [f"- {s}" for s in table["sentence"]]
     sizes = sorted({n for ns in table["sizes"] for n in ns})
     parts += ["", "| arm a | arm b | " + " | ".join(f"N={n:,.0f}" for n in sizes) + " |",

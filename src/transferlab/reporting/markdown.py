@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from transferlab.reporting.comparison import NO_PREDICTIONS_HINT, compare_sweep, untested_without_predictions
-from transferlab.reporting.stats import NOTE_BEST, format_p, summary_sentence
+from transferlab.reporting.stats import NOTE_BEST, format_p, format_tie, summary_sentence
 from transferlab.utils.io import atomic_write_text
 
 
@@ -36,7 +36,7 @@ def _interval_kind(row) -> str:
 def _tie(row) -> str:
     if row.get("test_note") == NOTE_BEST:
         return "best"
-    return {True: "yes", False: "no"}.get(row.get("tie_group"), "n/a")
+    return format_tie(row.get("tie_group"))
 
 
 def _p(row, key: str = "p_holm") -> str:

@@ -20,6 +20,7 @@ from transferlab.reporting.stats import (
     arms_from_jobs,
     compare_arms,
     format_p,
+    format_tie,
     holm,
     paired_test,
     seed_paired_t,
@@ -229,7 +230,7 @@ def shift_section(df: pd.DataFrame, sweep_dir: str | Path, plots_dir: Path) -> t
     for _, row in table.iterrows():
         p = row["shifted_note"] if pd.isna(row["shifted_p_holm"]) else format_p(row["shifted_p_holm"])
         p_seeds = "–" if pd.isna(row["shifted_p_seeds_holm"]) else format_p(row["shifted_p_seeds_holm"])
-        tied = {True: "yes", False: "no"}.get(row["shifted_tie_group"], "n/a")
+        tied = format_tie(row["shifted_tie_group"])
         parts.append(f"| {row['train_size']} | {row['label']} | {row['seeds']} | {_ci(row, 'clean')} | "
                      f"{_ci(row, 'shifted')} | {_ci(row, 'gap')} | {p} | {p_seeds} | {tied} |")  # fmt: skip
     parts.append("")

@@ -332,6 +332,11 @@ def format_p(p: float) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def format_tie(in_tie_group) -> str:
+    """A tie-group flag as a report prints it: ``yes``/``no``, or ``n/a`` where no test decided it (None, NaN)."""
+    return {True: "yes", False: "no"}.get(in_tie_group, "n/a")
+
+
 def _p_text(p: float) -> str:
     return "<0.001" if p < 0.001 else f"={p:.2g}" if p < 0.1 else f"={p:.2f}"
 

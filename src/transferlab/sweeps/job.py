@@ -54,13 +54,16 @@ def resumable(fn: Callable[[DictConfig], dict]) -> Callable[[DictConfig], dict]:
     Anywhere: SIGTERM/SIGINT stop the job, record it as interrupted and exit with 128 + the signal number.
     """
 
+    # Resolved here, in the launching process: a pool worker's __main__ is joblib's, not ours.
+    program = program_of(fn)
+
     @functools.wraps(fn)
     def wrapped(cfg: DictConfig) -> dict:
         job = _current_job()
         interrupt.install()
         try:
             if interrupt.pending() is not None:  # it came between two sweep jobs: this one does not start
-                _stop(cfg, job, interrupt.pending(), None, _program(fn))
+                _stop(cfg, job, interrupt.pending(), None, program)
             if job.multirun and job.job_dir is not None and follower_rank() > 0:
                 # A rank a cluster launcher started (srun): rank 0 decides about the job folder; this rank follows.
                 record = _wait_for_leader(job.job_dir)
@@ -78,11 +81,11 @@ def resumable(fn: Callable[[DictConfig], dict]) -> Callable[[DictConfig], dict]:
                 with interrupt.armed():
                     return fn(cfg)
             except JobInterrupted as e:
-                _stop(cfg, job, e.signum, started, _program(fn))
+                _stop(cfg, job, e.signum, started, program)
             except SystemExit as e:
                 if not isinstance(e, _lightning_sigterm()):
                     raise
-                _stop(cfg, job, signal.SIGTERM, started, _program(fn))  # Lightning's, if ours was not installed
+                _stop(cfg, job, signal.SIGTERM, started, program)  # Lightning's, if ours was not installed
         finally:
             if not job.multirun:  # a sweep keeps them between jobs, so a signal there stops it too
                 interrupt.restore()
@@ -127,7 +130,8 @@ def _lightning_sigterm() -> type[SystemExit]:
     return SIGTERMException
 
 
-def _program(fn: Callable) -> str:
+def program_of(fn: Callable) -> str:
+    """How to start ``fn``'s program again: ``python -m MODULE``, or the script's path."""
     module = importable_module(fn)
     return f"python -m {module}" if module else shlex.quote(sys.argv[0])
 
@@ -164,10 +168,14 @@ def _is_report_callback(conf) -> bool:
         return False
 
 
-def _report(sweep_dir: Path) -> None:
+def write_report(sweep_dir: Path, callbacks=None) -> None:
+    """Rebuild the sweep's report over the files its jobs wrote, if the sweep has the report callback
+    (``callbacks``: ``hydra.callbacks``; by default this job's)."""
     from hydra.core.hydra_config import HydraConfig
 
-    callbacks = HydraConfig.get().get("callbacks") or {}
+    if callbacks is None:
+        callbacks = HydraConfig.get().get("callbacks")
+    callbacks = callbacks or {}
     if not any(_is_report_callback(c) for c in callbacks.values()):
         return
     from transferlab.reporting.build import build_report
@@ -209,6 +217,6 @@ def _stop(cfg: DictConfig, job: _Job, signum: int, started: float | None, progra
         if started is not None:
             _interrupted_metrics(out_dir, signum, started, last_checkpoint(out_dir).is_file())
         if job.multirun:
-            _report(job.sweep_dir)
+            write_report(job.sweep_dir)
         print_interrupted(_message(name, job, out_dir, started, program))
     raise SystemExit(interrupt.exit_status(signum))
