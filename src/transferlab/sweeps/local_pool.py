@@ -15,7 +15,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -51,12 +50,12 @@ class StopOnSignal:
         self._dir.cleanup()
 
     def _forward(self, signum: int, frame) -> None:
-        first = self.signum is None
-        self.signum = self.signum or signum
+        if self.signum is not None:  # once: a second Ctrl-C must not cut the workers' clean-up short
+            return
+        self.signum = signum
         Path(self.flag).touch()
-        if first:  # once: a second Ctrl-C must not cut the workers' clean-up short
-            for worker in multiprocessing.active_children():  # the loky workers (not its resource trackers)
-                os.kill(worker.pid, signum)
+        for worker in multiprocessing.active_children():  # the loky workers (not its resource trackers)
+            os.kill(worker.pid, signum)
 
 
 class StopsWithSweep:
@@ -87,5 +86,4 @@ def exit_if_stopped(stop: StopOnSignal, sweep_dir: Path, resume: str, write_repo
         f"{name} stopped the sweep {sweep_dir}: its running jobs were stopped (their checkpoints kept), no further "
         f"job started. Resume: {resume}"
     )
-    sys.stdout.flush()
     raise SystemExit(interrupt.exit_status(stop.signum))
